@@ -1,0 +1,348 @@
+"""Append demonstration episodes to a zarr dataset, one at a time, safely.
+
+Layout written (see datasets/README.md for the full spec)::
+
+    /                      attrs: format_version, fps, shape_meta, env_spec, provenance
+    data/<obs key>         (N, *shape) per step; rgb uint8, one frame per chunk; low_dim float32
+    data/action            (N, Da) float32
+    data/sim_state         (N, S) float64, optional: raw simulator state for re-rendering
+    data/reward, data/done (N,) optional
+    meta/episode_ends      (E,) int64, cumulative end index of each episode
+    meta/episode_<name>    (E,) optional per-episode scalars (e.g. mode label, seed)
+
+Crash safety. Every file is written atomically (``AtomicLocalStore``), and an append follows a
+protocol whose every intermediate state is readable:
+
+1. record ``meta.attrs["pending_append"] = {n_episodes, n_steps}`` (the committed sizes);
+2. grow each ``data/`` array and write the new rows;
+3. grow ``meta/episode_ends`` and the per-episode arrays;
+4. remove ``pending_append``.
+
+A reader that finds ``pending_append`` uses only the committed sizes recorded there, so a writer
+killed anywhere in 2-4 leaves exactly the earlier episodes visible. The next writer to open the
+store truncates the partial rows and clears the marker.
+
+A ``.zip`` path is written by staging a directory store beside it (``<path>.staging``) and
+packing it into the zip atomically every ``zip_flush_every`` episodes and on close; a killed
+writer leaves the previous zip intact, and reopening recovers every completed episode from the
+staging directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import logging
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+
+from robopolicy.data.errors import DatasetError
+from robopolicy.data.shape_meta import STORED_DTYPES, validate_shape_meta
+from robopolicy.data.store import (
+    AtomicLocalStore,
+    is_zip_path,
+    pack_directory_to_zip,
+    unpack_zip_to_directory,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "robopolicy-replay"
+FORMAT_VERSION = 1
+PENDING_ATTR = "pending_append"
+
+# Optional per-step arrays beside the observations and the action, with their stored dtypes.
+EXTRA_STEP_KEYS: dict[str, np.dtype] = {
+    "sim_state": np.dtype(np.float64),
+    "reward": np.dtype(np.float32),
+    "done": np.dtype(np.bool_),
+}
+
+IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+LOW_DIM_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+LOW_DIM_CHUNK_BYTES = 1 << 20  # low-dim arrays are chunked along time in ~1 MiB pieces
+
+
+def default_provenance(source: str) -> dict[str, Any]:
+    """Who wrote the dataset, when, and from what."""
+    from robopolicy import __version__
+
+    return {
+        "source": source,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "robopolicy_version": __version__,
+        "host": platform.node(),
+        "user": getpass.getuser(),
+    }
+
+
+class DatasetWriter:
+    """Appends episodes to a new or existing dataset. Use ``create`` or ``open_for_append``."""
+
+    def __init__(self, path: Path, group: zarr.Group, staging: Path | None, zip_flush_every: int):
+        self.path = path
+        self._root = group
+        self._staging = staging
+        self._zip_flush_every = zip_flush_every
+        self._unflushed = 0
+        self.shape_meta: dict = dict(group.attrs["shape_meta"])
+        self._episode_ends = group["meta/episode_ends"]
+        self.n_episodes = int(self._episode_ends.shape[0])
+        self.n_steps = int(self._episode_ends[-1]) if self.n_episodes else 0
+        self._closed = False
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        shape_meta: dict,
+        fps: float,
+        env_spec: dict | None = None,
+        provenance: dict | None = None,
+        overwrite: bool = False,
+        zip_flush_every: int = 10,
+    ) -> DatasetWriter:
+        """Start a new, empty dataset at ``path`` (``*.zip`` for a zip store)."""
+        path = Path(path)
+        shape_meta = validate_shape_meta(shape_meta, where=path)
+        if path.exists():
+            if not overwrite:
+                raise DatasetError(path, "already exists (pass overwrite=True to replace it)")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        directory = _staging_dir(path) if is_zip_path(path) else path
+        if directory.exists():
+            shutil.rmtree(directory)
+        root = zarr.open_group(AtomicLocalStore(directory), mode="w", zarr_format=2)
+        root.attrs.update(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "fps": float(fps),
+                "shape_meta": shape_meta,
+                "env_spec": dict(env_spec or {}),
+                "provenance": dict(provenance or default_provenance("DatasetWriter")),
+            }
+        )
+        root.create_group("data")
+        meta = root.create_group("meta")
+        meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype=np.int64)
+        writer = cls(path, root, directory if is_zip_path(path) else None, zip_flush_every)
+        writer.flush()
+        return writer
+
+    @classmethod
+    def open_for_append(cls, path: str | os.PathLike, zip_flush_every: int = 10) -> DatasetWriter:
+        """Reopen a dataset written by ``create`` to append more episodes.
+
+        An append interrupted by a crash is rolled back first (its partial rows removed).
+        """
+        from robopolicy.data.reader import ReplayBuffer
+
+        path = Path(path)
+        ReplayBuffer.open(path)  # full validation: refuse to append to a broken dataset
+        staging = None
+        directory = path
+        if is_zip_path(path):
+            staging = directory = _staging_dir(path)
+            if not directory.exists():
+                unpack_zip_to_directory(path, directory)
+        root = zarr.open_group(AtomicLocalStore(directory), mode="r+", zarr_format=2)
+        if root.attrs.get("format") != FORMAT_NAME:
+            raise DatasetError(path, "not written by robopolicy's DatasetWriter; convert it first")
+        _roll_back_pending(root, path)
+        return cls(path, root, staging, zip_flush_every)
+
+    # ----------------------------------------------------------------------------- appending
+    def append_episode(
+        self, steps: dict[str, np.ndarray], episode_meta: dict[str, float] | None = None
+    ) -> int:
+        """Append one episode; returns its index. ``steps`` maps every obs key and 'action'
+        (plus optional 'sim_state', 'reward', 'done') to arrays of equal length T >= 1."""
+        if self._closed:
+            raise DatasetError(self.path, "writer is closed")
+        arrays = self._check_episode(steps)
+        length = next(iter(arrays.values())).shape[0]
+        meta_values = self._check_episode_meta(episode_meta or {})
+        data = self._root["data"]
+        meta = self._root["meta"]
+        start, end = self.n_steps, self.n_steps + length
+
+        meta.attrs[PENDING_ATTR] = {"n_episodes": self.n_episodes, "n_steps": self.n_steps}
+        for key, values in arrays.items():
+            array = data[key] if key in data else self._create_step_array(data, key, values)
+            array.resize((end, *array.shape[1:]))
+            array[start:end] = values
+        self._episode_ends.resize((self.n_episodes + 1,))
+        self._episode_ends[self.n_episodes] = end
+        for name, value in meta_values.items():
+            array = self._episode_meta_array(meta, name, value)
+            array.resize((self.n_episodes + 1,))
+            array[self.n_episodes] = value
+        attrs = dict(meta.attrs)
+        del attrs[PENDING_ATTR]
+        meta.attrs.put(attrs)
+
+        self.n_episodes += 1
+        self.n_steps = end
+        self._unflushed += 1
+        if self._staging is not None and self._unflushed >= self._zip_flush_every:
+            self.flush()
+        return self.n_episodes - 1
+
+    def flush(self) -> None:
+        """Make every appended episode visible in the zip (a no-op for directory stores)."""
+        if self._staging is not None:
+            pack_directory_to_zip(self._staging, self.path)
+        self._unflushed = 0
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        if self._staging is not None:
+            shutil.rmtree(self._staging)
+        self._closed = True
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- checks
+    def _check_episode(self, steps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        expected = {key: spec for key, spec in self.shape_meta["obs"].items()}
+        missing = [k for k in [*expected, "action"] if k not in steps]
+        if missing:
+            raise DatasetError(self.path, f"episode lacks keys {missing}", key="append_episode")
+        unknown = [
+            k for k in steps if k not in expected and k != "action" and k not in EXTRA_STEP_KEYS
+        ]
+        if unknown:
+            raise DatasetError(
+                self.path,
+                f"unknown keys {unknown}: not in shape_meta and not one of {list(EXTRA_STEP_KEYS)}",
+                key="append_episode",
+            )
+        arrays: dict[str, np.ndarray] = {}
+        lengths = set()
+        for key, values in steps.items():
+            values = np.asarray(values)
+            if key in expected:
+                spec = expected[key]
+                dtype = (
+                    STORED_DTYPES[spec["type"]][0]
+                    if values.dtype not in STORED_DTYPES[spec["type"]]
+                    else values.dtype
+                )
+                shape = tuple(spec["shape"])
+            elif key == "action":
+                dtype, shape = STORED_DTYPES["action"][0], tuple(self.shape_meta["action"]["shape"])
+            else:
+                dtype = EXTRA_STEP_KEYS[key]
+                shape = tuple(values.shape[1:])
+            if values.ndim == 0 or tuple(values.shape[1:]) != shape:
+                raise DatasetError(
+                    self.path,
+                    f"expected shape (T, {', '.join(map(str, shape))}), got {values.shape}",
+                    key,
+                )
+            if dtype == np.uint8 and values.dtype != np.uint8:
+                raise DatasetError(self.path, f"images must be uint8, got {values.dtype}", key)
+            if np.issubdtype(dtype, np.floating) and not np.all(np.isfinite(values)):
+                raise DatasetError(self.path, "contains NaN or infinite values", key)
+            lengths.add(values.shape[0])
+            arrays[key] = values.astype(dtype, copy=False)
+        if len(lengths) != 1 or 0 in lengths:
+            sizes = {k: v.shape[0] for k, v in arrays.items()}
+            raise DatasetError(
+                self.path, f"all arrays need the same length T >= 1, got {sizes}", "append_episode"
+            )
+        return arrays
+
+    def _check_episode_meta(self, episode_meta: dict[str, Any]) -> dict[str, np.generic]:
+        meta = self._root["meta"]
+        known = {name[len("episode_") :] for name in meta.array_keys() if name != "episode_ends"}
+        if known - set(episode_meta):
+            raise DatasetError(
+                self.path,
+                f"episode_meta lacks {sorted(known - set(episode_meta))}, set for earlier episodes",
+                key="append_episode",
+            )
+        out = {}
+        for name, value in episode_meta.items():
+            if not np.isscalar(value) or not isinstance(
+                value, (int, float, bool, np.number, np.bool_)
+            ):
+                raise DatasetError(
+                    self.path,
+                    f"per-episode values must be numeric scalars, got {value!r}",
+                    f"episode_{name}",
+                )
+            out[name] = np.asarray(value)[()]
+        return out
+
+    # ----------------------------------------------------------------------------- arrays
+    def _create_step_array(self, data: zarr.Group, key: str, values: np.ndarray) -> zarr.Array:
+        spec = self.shape_meta["obs"].get(key)
+        row_shape = values.shape[1:]
+        if spec is not None and spec["type"] in ("rgb", "depth"):
+            chunks, compressor = (1, *row_shape), IMAGE_COMPRESSOR
+        else:
+            row_bytes = max(1, int(np.prod(row_shape)) * values.dtype.itemsize)
+            chunks, compressor = (
+                (max(1, LOW_DIM_CHUNK_BYTES // row_bytes), *row_shape),
+                LOW_DIM_COMPRESSOR,
+            )
+        return data.create_array(
+            key, shape=(0, *row_shape), chunks=chunks, dtype=values.dtype, compressors=compressor
+        )
+
+    def _episode_meta_array(self, meta: zarr.Group, name: str, value: np.generic) -> zarr.Array:
+        key = f"episode_{name}"
+        if key in meta:
+            return meta[key]
+        if self.n_episodes > 0:
+            raise DatasetError(
+                self.path,
+                f"new per-episode field {name!r} after {self.n_episodes} episodes without it; "
+                "give every episode the same episode_meta fields",
+                key=f"meta/{key}",
+            )
+        return meta.create_array(key, shape=(0,), chunks=(4096,), dtype=value.dtype)
+
+
+def _staging_dir(zip_path: Path) -> Path:
+    return zip_path.with_name(zip_path.name + ".staging")
+
+
+def _roll_back_pending(root: zarr.Group, path: Path) -> None:
+    """Remove the rows of an append that was interrupted (see the module docstring)."""
+    meta = root["meta"]
+    pending = meta.attrs.get(PENDING_ATTR)
+    if pending is None:
+        return
+    n_episodes, n_steps = int(pending["n_episodes"]), int(pending["n_steps"])
+    log.warning(
+        "dataset %s: rolling back an interrupted append (keeping %d episodes, %d steps)",
+        path,
+        n_episodes,
+        n_steps,
+    )
+    for array in root["data"].array_values():
+        if array.shape[0] > n_steps:
+            array.resize((n_steps, *array.shape[1:]))
+    for array in meta.array_values():
+        if array.shape[0] > n_episodes:
+            array.resize((n_episodes,))
+    attrs = dict(meta.attrs)
+    del attrs[PENDING_ATTR]
+    meta.attrs.put(attrs)
