@@ -72,6 +72,12 @@ def open_read_store(path: str | os.PathLike) -> LocalStore | ZipStore:
     path = Path(path)
     if not path.exists():
         raise DatasetError(path, "no such file or directory")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise DatasetError(
+            path,
+            "not a zarr group: a file that is not a zip (expected a .zarr "
+            "directory or a .zarr.zip)",
+        )
     if not has_zarr_root(path):
         what = "a zip without a zarr group" if path.is_file() else "not a zarr group"
         raise DatasetError(
