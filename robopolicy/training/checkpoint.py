@@ -1,0 +1,119 @@
+"""Checkpoints: one safetensors file holding a whole training state, written atomically.
+
+A training state is a nested tree of dicts and lists whose leaves are tensors or JSON values:
+model and EMA weights, the normalizer (part of the model's state dict), optimizer and scheduler
+state, RNG states, counters, and the resolved config. ``save_checkpoint`` stores every tensor leaf
+as a safetensors tensor named by its path in the tree, and the rest of the tree as JSON in the
+file's header metadata with ``{"__tensor__": path}`` where a tensor was. Loading rebuilds the
+tree. No pickle is written or executed anywhere, so loading a checkpoint from an untrusted source
+cannot run code.
+
+The file is written beside its destination under a temporary name and renamed over it, so a crash
+while saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_FORMAT = "robopolicy-checkpoint"
+CHECKPOINT_VERSION = 1
+_TENSOR = "__tensor__"
+_TUPLE = "__tuple__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, from an unknown version, or does not fit."""
+
+    def __init__(self, path: object, problem: str):
+        super().__init__(f"checkpoint {path}: {problem}")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` (a tree of dicts/lists/tuples with tensor or JSON leaves) to ``path``."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split(state, "", tensors)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "version": str(CHECKPOINT_VERSION),
+        "tree": json.dumps(skeleton),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; tensors are placed on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        tensors = load_file(path, device=str(device))
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(path, f"not a readable safetensors file ({error})") from None
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(path, "not a robopolicy checkpoint (no robopolicy header)")
+    version = int(metadata.get("version", -1))
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            path,
+            f"written by a newer robopolicy (checkpoint version {version}, this one reads "
+            f"<= {CHECKPOINT_VERSION}); upgrade robopolicy",
+        )
+    return _join(json.loads(metadata["tree"]), tensors)
+
+
+def _split(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move tensor leaves of ``node`` into ``tensors``; return the JSON-able remainder."""
+    if isinstance(node, torch.Tensor):
+        # safetensors needs dense, contiguous tensors that share no memory with each other
+        tensors[prefix] = node.detach().to("cpu").contiguous().clone()
+        return {_TENSOR: prefix}
+    if isinstance(node, dict):
+        for key in node:
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint keys must be str or int, got {key!r} at {prefix!r}")
+        return {
+            "__dict__": [
+                [key, _split(value, f"{prefix}.{key}" if prefix else str(key), tensors)]
+                for key, value in node.items()
+            ]
+        }
+    if isinstance(node, (list, tuple)):
+        items = [_split(value, f"{prefix}.{i}", tensors) for i, value in enumerate(node)]
+        return {_TUPLE: items} if isinstance(node, tuple) else items
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    raise TypeError(f"cannot store {type(node).__name__} at {prefix!r} in a checkpoint")
+
+
+def _join(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, dict):
+        if _TENSOR in node:
+            return tensors[node[_TENSOR]]
+        if _TUPLE in node:
+            return tuple(_join(value, tensors) for value in node[_TUPLE])
+        return {key: _join(value, tensors) for key, value in node["__dict__"]}
+    if isinstance(node, list):
+        return [_join(value, tensors) for value in node]
+    return node
