@@ -1,0 +1,267 @@
+"""Behaviour cloning: train a diffusion or flow policy on a demonstration dataset.
+
+The loop, step-based (``algo.num_steps`` optimizer steps, however many epochs that is):
+
+1. open the dataset, split episodes into train/val, fit the normalizer on the training episodes
+   only, build the policy, its EMA copy, AdamW and the warm-up + cosine schedule;
+2. optionally restore all of that from a checkpoint (``resume=PATH``): weights, EMA, optimizer,
+   scheduler, RNG states and the data loader's position, so the resumed run continues exactly as
+   the uninterrupted one would have;
+3. each step: next batch, loss, backward, gradient clipping, optimizer and scheduler step, EMA
+   update; every ``log_every`` steps log the loss, learning rate and the share of time spent
+   waiting for data; every ``val_every`` the validation loss; every ``eval_every`` closed-loop
+   rollouts of the EMA policy in vector envs (the same ``run_episodes`` as ``eval.py``); every
+   ``checkpoint_every`` a checkpoint (``latest`` always; the ``top_k`` best by success kept).
+
+Checkpoints are self-describing: the policy kind, its constructor arguments, the normalizer and
+its statistics, the dataset's env spec and shape_meta, and the resolved config.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from robopolicy.data.normalizer import Normalizer
+from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
+from robopolicy.eval.envs import check_policy_fits_env, make_vector_env, policy_act_fn
+from robopolicy.eval.rollout import RolloutResult, run_episodes
+from robopolicy.policies.base import BasePolicy
+from robopolicy.policies.registry import build_policy, policy_record
+from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robopolicy.training.ema import EMA
+from robopolicy.training.lr_schedule import warmup_cosine
+from robopolicy.training.rng import rng_state, seed_everything, set_rng_state
+from robopolicy.training.run_logger import RunLogger
+from robopolicy.training.top_k import TopKCheckpoints
+from robopolicy.utils.stats import wilson_interval
+
+
+def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    """Run behaviour cloning as configured; returns the final metrics."""
+    seed_everything(cfg.seed)
+    algo = cfg.algo
+    dataset = _open_dataset(cfg)
+    buffer = dataset.sampler.replay_buffer
+    shape_meta = _policy_shape_meta(buffer.shape_meta, list(cfg.obs_keys), buffer.path)
+    normalizer = Normalizer.from_shape_meta(shape_meta, **cfg.policy.normalizer)
+    normalizer.fit_replay_buffer(buffer, dataset.sampler.split.train)
+    policy = build_policy(cfg.policy.kind, shape_meta, normalizer, _policy_args(cfg))
+    policy.to(device)
+    ema = EMA(policy, **algo.ema)
+    optimizer = torch.optim.AdamW(
+        policy.parameters(), lr=algo.lr, betas=tuple(algo.betas), weight_decay=algo.weight_decay
+    )
+    scheduler = warmup_cosine(optimizer, algo.warmup_steps, algo.num_steps)
+    loader = make_dataloader(
+        dataset, cfg.data.batch_size, seed=cfg.seed, num_workers=cfg.data.num_workers
+    )
+    val_dataset = dataset.get_validation_dataset() if cfg.data.val_ratio > 0 else None
+    env_spec = {
+        "id": cfg.task.env_id,
+        "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+    }
+    topk = TopKCheckpoints(run_dir / "checkpoints", algo.top_k)
+    logger = RunLogger(
+        run_dir,
+        wandb_mode=cfg.logger.wandb_mode,
+        project=cfg.logger.project,
+        run_name=run_dir.name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+    step = 0
+    if cfg.resume:
+        step = _restore(cfg.resume, policy, ema, optimizer, scheduler, loader, topk)
+        print(f"[train] resumed from {cfg.resume} at step {step}")
+
+    def checkpoint_state(metrics: dict) -> dict:
+        return {
+            "policy": policy_record(policy, policy.state_dict()),
+            "ema_policy": policy_record(policy, ema.averaged.state_dict()),
+            "ema": {"step": ema.step},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "loader": loader.state_dict(),
+            "rng": rng_state(),
+            "step": step,
+            "topk": topk.state_dict(),
+            "env_spec": env_spec,
+            "dataset": str(buffer.path),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": metrics,
+        }
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.amp and device.type == "cuda"
+        else nullcontext()
+    )
+    batches = _endless(loader)
+    wait_seconds = compute_seconds = 0.0
+    metrics: dict[str, Any] = {}
+    progress = tqdm(total=algo.num_steps, initial=step, desc="train", dynamic_ncols=True)
+    while step < algo.num_steps:
+        start = time.perf_counter()
+        batch = next(batches)
+        fetched = time.perf_counter()
+        policy.train()
+        with autocast:
+            losses = policy.compute_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), algo.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        ema.update(policy)
+        step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wait_seconds += fetched - start
+        compute_seconds += time.perf_counter() - fetched
+        progress.update(1)
+
+        if step % algo.log_every == 0 or step == algo.num_steps:
+            total = wait_seconds + compute_seconds
+            metrics = {
+                "train/loss": losses["loss"].item(),
+                "train/grad_norm": grad_norm.item(),
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/data_wait_share": wait_seconds / total,
+                "train/samples_per_s": algo.log_every * cfg.data.batch_size / total,
+                "train/epoch": loader.epoch,
+            }
+            wait_seconds = compute_seconds = 0.0
+            progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+            if val_dataset is not None and (step % algo.val_every == 0 or step == algo.num_steps):
+                metrics["val/loss"] = _validation_loss(ema.averaged, val_dataset, cfg, autocast)
+            logger.log(metrics, step)
+        if algo.eval_every and (step % algo.eval_every == 0 or step == algo.num_steps):
+            result = evaluate_policy(ema.averaged, cfg, cfg.eval.n_episodes_during_training)
+            low, high = wilson_interval(int(result.success.sum()), len(result.success))
+            metrics = {
+                "eval/success_rate": result.success_rate,
+                "eval/success_low": low,
+                "eval/success_high": high,
+                "eval/mean_length": float(result.lengths.mean()),
+            }
+            logger.log(metrics, step)
+            for i, frames in enumerate(result.videos):
+                logger.video(f"step{step:07d}_episode{i}", frames, fps=cfg.task.fps, step=step)
+            topk.offer(step, result.success_rate, checkpoint_state(metrics))
+        if step % algo.checkpoint_every == 0 or step == algo.num_steps:
+            save_checkpoint(
+                run_dir / "checkpoints" / "latest.safetensors", checkpoint_state(metrics)
+            )
+    progress.close()
+    logger.plot({"loss": ["train/loss", "val/loss"], "success": ["eval/success_rate"]})
+    logger.finish()
+    return metrics
+
+
+def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
+    """Closed-loop success of ``policy`` on the task's env, with the eval sampler settings."""
+    envs = make_vector_env(
+        cfg.task.env_id,
+        OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+        cfg.eval.n_envs,
+        env_modules=list(cfg.env_modules),
+        render=cfg.eval.video_episodes > 0,
+        max_episode_steps=cfg.task.get("max_episode_steps"),
+    )
+    try:
+        check_policy_fits_env(
+            policy.shape_meta, envs.single_observation_space, envs.single_action_space
+        )
+        policy.eval()
+        act = policy_act_fn(policy, **OmegaConf.to_container(cfg.eval.sampler, resolve=True))
+        return run_episodes(
+            envs,
+            act,
+            n_episodes,
+            policy.n_obs_steps,
+            seed=cfg.eval.seed,
+            record_videos=cfg.eval.video_episodes,
+        )
+    finally:
+        envs.close()
+
+
+def _open_dataset(cfg: DictConfig) -> SequenceDataset:
+    args = cfg.policy.args
+    return SequenceDataset.from_path(
+        cfg.task.dataset_path,
+        horizon=args.horizon,
+        n_obs_steps=args.n_obs_steps,
+        n_action_steps=args.n_action_steps,
+        in_memory=cfg.data.in_memory,
+        obs_keys=list(cfg.obs_keys),
+        val_ratio=cfg.data.val_ratio,
+        seed=cfg.seed,
+        max_train_episodes=cfg.data.max_train_episodes,
+    )
+
+
+def _policy_shape_meta(dataset_meta: dict, obs_keys: list[str], where: object) -> dict:
+    """The dataset's shape_meta restricted to the observation keys the policy uses."""
+    missing = [key for key in obs_keys if key not in dataset_meta["obs"]]
+    if missing:
+        raise ValueError(
+            f"obs_keys {missing} are not in dataset {where} (it has {list(dataset_meta['obs'])})"
+        )
+    return {
+        "obs": {key: dataset_meta["obs"][key] for key in obs_keys},
+        "action": dataset_meta["action"],
+    }
+
+
+def _policy_args(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.policy.args, resolve=True)
+
+
+def _endless(loader):
+    while True:
+        yield from loader
+
+
+@torch.no_grad()
+def _validation_loss(
+    policy: BasePolicy, dataset: SequenceDataset, cfg: DictConfig, autocast
+) -> float:
+    loader = make_dataloader(dataset, cfg.data.batch_size, shuffle=False, num_workers=0)
+    total, count = 0.0, 0
+    policy.eval()
+    generator_state = torch.get_rng_state()  # validation noise must not shift the training RNG
+    torch.manual_seed(0)
+    for batch_index, batch in enumerate(loader):
+        if batch_index >= cfg.data.val_batches:
+            break
+        with autocast:
+            total += policy.compute_loss(batch)["loss"].item() * len(batch["action"])
+        count += len(batch["action"])
+    torch.set_rng_state(generator_state)
+    return total / max(count, 1)
+
+
+def _restore(path, policy, ema, optimizer, scheduler, loader, topk) -> int:
+    checkpoint = load_checkpoint(path)
+    if "optimizer" not in checkpoint:
+        raise CheckpointError(path, "is not a training checkpoint (no optimizer state to resume)")
+    try:
+        policy.load_state_dict(checkpoint["policy"]["weights"])
+        ema.averaged.load_state_dict(checkpoint["ema_policy"]["weights"])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(path, f"does not fit the configured policy: {error}") from None
+    ema.step = int(checkpoint["ema"]["step"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    loader.load_state_dict(checkpoint["loader"])
+    topk.load_state_dict(checkpoint["topk"])
+    set_rng_state(checkpoint["rng"])
+    return int(checkpoint["step"])

@@ -1,0 +1,1 @@
+"""Workarounds for third-party packages that do not import cleanly on this stack."""

@@ -1,0 +1,232 @@
+"""Fixed-length windows over the episodes of a dataset, padded at episode edges.
+
+A sample is a window of ``horizon`` consecutive steps of one episode. The policy conditions on the
+first ``n_obs_steps`` observations and predicts the actions of the whole window, of which it
+executes ``n_action_steps`` starting at step ``n_obs_steps - 1`` (the current step), so
+``horizon >= n_obs_steps + n_action_steps - 1`` is required. So that the
+first step of an episode can be "the current step", and the last one can still start a full chunk
+of executed actions, windows may start up to ``pad_before = n_obs_steps - 1`` steps before the
+episode's first step and end up to ``pad_after = n_action_steps - 1`` steps after its last one::
+
+    episode of length L, window start s (relative to the episode):   -pad_before <= s
+                                                                     s + horizon <= L + pad_after
+
+Steps outside the episode repeat its edge step (first or last), and ``is_pad`` marks them. No
+window ever mixes two episodes. An episode too short for any window (L < horizon - pad_before -
+pad_after) contributes none.
+
+Episodes are split into train and validation sets by episode, never by window (neighbouring
+windows overlap almost entirely, so a window-level split would leak). See ``split_episodes``.
+
+What is read. Only what the policy uses: observations for the first ``n_obs_steps`` steps of the
+window, actions for all ``horizon`` steps. Low-dimensional arrays (and the action) are
+decompressed into numpy once, at construction (they are small: 10^6 steps of 20 floats is 80 MB),
+so a sample is a numpy gather. Image arrays stay in the zarr store (on disk, or compressed in RAM
+with ``ReplayBuffer.open(..., in_memory=True)``) and only the needed frames are decoded per
+sample, through ``FrameReader`` (see ``frame_reader.py`` for its fast path).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from robopolicy.data.errors import DatasetError
+from robopolicy.data.frame_reader import FrameReader
+from robopolicy.data.reader import ReplayBuffer
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("rgb", "depth")
+
+
+@dataclass(frozen=True)
+class EpisodeSplit:
+    """Sorted episode indices of the training and validation sets."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def split_episodes(
+    n_episodes: int, val_ratio: float = 0.0, seed: int = 42, max_train_episodes: int | None = None
+) -> EpisodeSplit:
+    """Split ``range(n_episodes)`` into train and validation episodes, deterministically.
+
+    One permutation of the episodes is drawn from ``seed``. Its first ``round(n_episodes *
+    val_ratio)`` entries (at least one when ``val_ratio > 0``, and always leaving at least one for
+    training) are the validation set; the training set is the rest, cut to its first
+    ``max_train_episodes`` entries when a cap is given. So for one seed the validation set does not
+    depend on the cap, and the training set for a smaller cap is a subset of that for a larger
+    one: data-scaling runs evaluate on the same episodes and add data monotonically.
+    """
+    if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
+    if not 0.0 <= val_ratio < 1.0:
+        raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio!r}")
+    if max_train_episodes is not None and (
+        not isinstance(max_train_episodes, (int, np.integer)) or max_train_episodes < 1
+    ):
+        raise ValueError(
+            f"max_train_episodes must be None or an int >= 1, got {max_train_episodes!r}"
+        )
+    n_val = 0
+    if val_ratio > 0:
+        n_val = min(max(1, round(n_episodes * val_ratio)), n_episodes - 1)
+    order = np.random.default_rng(seed).permutation(n_episodes)
+    val, train = order[:n_val], order[n_val:]
+    if max_train_episodes is not None:
+        train = train[:max_train_episodes]
+    return EpisodeSplit(train=np.sort(train), val=np.sort(val))
+
+
+def _check_positive(name: str, value: object) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+class SequenceSampler:
+    """Padded windows over the training episodes of a ``ReplayBuffer``.
+
+    ``sampler[i]`` returns numpy arrays::
+
+        {"obs": {key: (n_obs_steps, *shape)}, "action": (horizon, Da), "is_pad": (horizon,) bool}
+
+    with images uint8 HWC as stored. ``get_validation_sampler()`` gives the same windows over the
+    held-out episodes. ``fast_images=False`` forces plain zarr reads (for comparison and tests).
+    """
+
+    def __init__(
+        self,
+        replay_buffer: ReplayBuffer,
+        horizon: int,
+        n_obs_steps: int,
+        n_action_steps: int,
+        obs_keys: list[str] | None = None,
+        action_key: str = "action",
+        val_ratio: float = 0.0,
+        seed: int = 42,
+        max_train_episodes: int | None = None,
+        fast_images: bool = True,
+    ):
+        self.horizon = _check_positive("horizon", horizon)
+        self.n_obs_steps = _check_positive("n_obs_steps", n_obs_steps)
+        self.n_action_steps = _check_positive("n_action_steps", n_action_steps)
+        if self.n_obs_steps + self.n_action_steps - 1 > self.horizon:
+            raise ValueError(
+                f"horizon ({horizon}) must be at least n_obs_steps + n_action_steps - 1 "
+                f"({n_obs_steps} + {n_action_steps} - 1): the executed actions start at the "
+                "last observed step and must lie inside the window"
+            )
+        if replay_buffer.n_episodes == 0:
+            raise DatasetError(replay_buffer.path, "has no episodes to sample", "meta/episode_ends")
+        self.pad_before = self.n_obs_steps - 1
+        self.pad_after = self.n_action_steps - 1
+        self.replay_buffer = replay_buffer
+        self.obs_keys = self._check_keys(replay_buffer, obs_keys, action_key)
+        self.action_key = action_key
+        self.split = split_episodes(replay_buffer.n_episodes, val_ratio, seed, max_train_episodes)
+
+        obs_meta = replay_buffer.shape_meta["obs"]
+        self.image_keys = [k for k in self.obs_keys if obs_meta[k]["type"] in IMAGE_TYPES]
+        self._low_dim = {
+            key: replay_buffer.read_all(key) for key in self.obs_keys if key not in self.image_keys
+        }
+        self._action = replay_buffer.read_all(action_key)
+        self._images = {
+            key: FrameReader(replay_buffer.data[key], fast=fast_images) for key in self.image_keys
+        }
+        self._set_episodes(self.split.train)
+        if len(self) == 0:
+            shortest = int(replay_buffer.episode_lengths[self.split.train].min())
+            raise DatasetError(
+                replay_buffer.path,
+                f"no training episode is long enough for one window: the shortest has {shortest} "
+                f"steps, a window needs horizon - pad_before - pad_after = "
+                f"{self.horizon - self.pad_before - self.pad_after}",
+                "horizon",
+            )
+
+    @staticmethod
+    def _check_keys(
+        replay_buffer: ReplayBuffer, obs_keys: list[str] | None, action_key: str
+    ) -> list[str]:
+        if action_key not in replay_buffer.data:
+            raise DatasetError(replay_buffer.path, "no such action array in data/", action_key)
+        known = list(replay_buffer.shape_meta["obs"])
+        if obs_keys is None:
+            return known
+        if isinstance(obs_keys, str) or len(obs_keys) == 0:
+            raise ValueError(f"obs_keys must be a non-empty list of keys, got {obs_keys!r}")
+        for key in obs_keys:
+            if key not in known:
+                raise DatasetError(
+                    replay_buffer.path, f"not an observation key of this dataset (has {known})", key
+                )
+        return list(obs_keys)
+
+    def _set_episodes(self, episodes: np.ndarray) -> None:
+        """Enumerate every window of ``episodes``: its first step and its episode's bounds."""
+        ends = self.replay_buffer.episode_ends
+        starts, first, last, episode_of = [], [], [], []
+        for episode in episodes:
+            begin = int(ends[episode - 1]) if episode > 0 else 0
+            end = int(ends[episode])
+            window_starts = np.arange(
+                begin - self.pad_before, end - self.horizon + self.pad_after + 1, dtype=np.int64
+            )
+            if len(window_starts) == 0:
+                log.info("episode %d (%d steps) is too short for a window", episode, end - begin)
+            starts.append(window_starts)
+            first.append(np.full(len(window_starts), begin, dtype=np.int64))
+            last.append(np.full(len(window_starts), end - 1, dtype=np.int64))
+            episode_of.append(np.full(len(window_starts), episode, dtype=np.int64))
+        empty = np.zeros(0, dtype=np.int64)
+        self.episodes = np.asarray(episodes, dtype=np.int64)
+        self._starts = np.concatenate(starts) if starts else empty
+        self._first = np.concatenate(first) if first else empty
+        self._last = np.concatenate(last) if last else empty
+        self._episode_of = np.concatenate(episode_of) if episode_of else empty
+
+    def get_validation_sampler(self) -> SequenceSampler:
+        """The same windows over the validation episodes (empty when ``val_ratio == 0``).
+
+        It shares this sampler's in-RAM arrays and frame readers.
+        """
+        val = copy.copy(self)
+        val._set_episodes(self.split.val)
+        return val
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(episode, first step of the window relative to the episode start; < 0 when padded)."""
+        self._check_index(index)
+        return int(self._episode_of[index]), int(self._starts[index] - self._first[index])
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+
+    def __getitem__(self, index: int) -> dict:
+        self._check_index(index)
+        start = int(self._starts[index])
+        steps = np.arange(start, start + self.horizon)
+        rows = np.clip(steps, self._first[index], self._last[index])
+        obs_rows = rows[: self.n_obs_steps]
+        obs = {key: values[obs_rows] for key, values in self._low_dim.items()}
+        # Edge padding only repeats frames, so the needed rows form one contiguous range.
+        low, high = int(obs_rows[0]), int(obs_rows[-1]) + 1
+        for key, reader in self._images.items():
+            frames = reader.read(low, high)
+            obs[key] = frames if high - low == self.n_obs_steps else frames[obs_rows - low]
+        return {
+            "obs": {key: obs[key] for key in self.obs_keys},
+            "action": self._action[rows],
+            "is_pad": rows != steps,
+        }

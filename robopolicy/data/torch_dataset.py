@@ -1,0 +1,208 @@
+"""The sampler as a torch ``Dataset``, and a resumable, deterministic ``DataLoader`` over it.
+
+A batch is ``{"obs": {key: (B, n_obs_steps, ...)}, "action": (B, horizon, Da) float32,
+"is_pad": (B, horizon) bool}``. Images stay uint8 HWC: the policy converts them to float on the
+device, which moves a quarter of the bytes through the loader, the pinned buffer and the PCIe bus.
+
+Determinism and exact resume. The order of an epoch is a permutation drawn from a
+``torch.Generator`` seeded by (seed, epoch), so it is the same for any number of workers. The
+loader counts the samples its caller has *consumed* (worker prefetching runs ahead, so the
+sampler's own position would overcount), and ``state_dict()`` records (seed, epoch, position):
+a loader restored from it yields exactly the batches the original would have yielded next. A
+caller that stops iterating mid-epoch and iterates again continues the same epoch where it left
+off; a new epoch starts when one is exhausted.
+
+Workers. Each sample decodes a few image chunks (Blosc) and gathers small numpy arrays: pure CPU
+work that parallelises across processes. ``worker_init_fn`` makes each worker single-threaded
+(torch intra-op threads, Blosc's internal threads), so ``num_workers`` processes use
+``num_workers`` cores and do not fight over them; the default uses one worker per core available
+to this process (none for low-dim-only data, where a worker costs more than it saves).
+Workers persist across epochs (no process start-up per epoch) and each keeps
+``prefetch_factor`` batches ready. Memory is pinned only when CUDA is available.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numcodecs.blosc
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from robopolicy.data.reader import ReplayBuffer
+from robopolicy.data.sampler import SequenceSampler
+
+
+class SequenceDataset(Dataset):
+    """Torch tensors for each window of a ``SequenceSampler`` (arrays shared, not copied)."""
+
+    def __init__(self, sampler: SequenceSampler):
+        self.sampler = sampler
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        horizon: int,
+        n_obs_steps: int,
+        n_action_steps: int,
+        in_memory: bool = False,
+        **sampler_kwargs,
+    ) -> SequenceDataset:
+        """Open the dataset at ``path`` and sample it (``sampler_kwargs`` go to the sampler)."""
+        replay_buffer = ReplayBuffer.open(path, in_memory=in_memory)
+        return cls(
+            SequenceSampler(replay_buffer, horizon, n_obs_steps, n_action_steps, **sampler_kwargs)
+        )
+
+    @property
+    def image_keys(self) -> list[str]:
+        """Observation keys decoded per sample (read by ``make_dataloader``'s worker default)."""
+        return self.sampler.image_keys
+
+    def get_validation_dataset(self) -> SequenceDataset:
+        return SequenceDataset(self.sampler.get_validation_sampler())
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.sampler[index]
+        return {
+            "obs": {key: torch.from_numpy(value) for key, value in sample["obs"].items()},
+            "action": torch.from_numpy(sample["action"]),
+            "is_pad": torch.from_numpy(sample["is_pad"]),
+        }
+
+
+class ResumableRandomSampler(Sampler[int]):
+    """Indices ``0..n-1`` in a per-epoch order fixed by (seed, epoch), from a saved position.
+
+    ``epoch`` and ``position`` (samples of this epoch already consumed) are advanced by
+    ``ResumableDataLoader``; iterating yields the rest of the current epoch's order.
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        if n < 0:
+            raise ValueError(f"the number of indices must be >= 0, got n={n}")
+        self.n = int(n)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.position = 0
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The full order of one epoch."""
+        if not self.shuffle:
+            return torch.arange(self.n)
+        # SeedSequence mixes (seed, epoch) so that no two pairs share a stream (seed + epoch would).
+        mixed = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
+        generator = torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
+        return torch.randperm(self.n, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(self.epoch)[self.position :].tolist())
+
+    def __len__(self) -> int:
+        """A full epoch, also when resumed mid-epoch (schedules are planned in full epochs)."""
+        return self.n
+
+    def state_dict(self) -> dict:
+        keys = ("n", "seed", "shuffle", "epoch", "position")
+        return {key: getattr(self, key) for key in keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["n"]) != self.n or bool(state["shuffle"]) != self.shuffle:
+            raise ValueError(
+                f"sampler state is for n={state['n']}, shuffle={state['shuffle']}; this sampler "
+                f"has n={self.n}, shuffle={self.shuffle} (a different dataset or split?)"
+            )
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+
+
+class ResumableDataLoader:
+    """A ``DataLoader`` whose consumed position can be saved and restored exactly.
+
+    Iterate it like a ``DataLoader``; ``loader`` is the underlying one, ``sampler`` its index
+    sampler. ``len()`` is the number of batches in a full epoch.
+    """
+
+    def __init__(self, loader: DataLoader, sampler: ResumableRandomSampler):
+        self.loader = loader
+        self.sampler = sampler
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def __iter__(self) -> Iterator[dict]:
+        batch_size = self.loader.batch_size
+        start = self.sampler.position
+        for count, batch in enumerate(self.loader, start=1):
+            self.sampler.position = min(start + count * batch_size, self.sampler.n)
+            yield batch
+        self.sampler.epoch += 1
+        self.sampler.position = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """One core per worker: no torch intra-op threads, no Blosc decompression threads."""
+    torch.set_num_threads(1)
+    numcodecs.blosc.use_threads = False
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def make_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int | None = None,
+    drop_last: bool = False,
+    prefetch_factor: int = 2,
+    pin_memory: bool | None = None,
+) -> ResumableDataLoader:
+    """A resumable loader over ``dataset``, the same batches for any ``num_workers``.
+
+    ``num_workers=None`` chooses: none for a dataset without images (``dataset.image_keys``
+    empty), whose samples are a cheap numpy gather that costs less than a worker's per-batch
+    shared-memory hand-off (see docs/benchmarks.md), else one worker per available core.
+    ``num_workers=0`` loads in the calling process. ``pin_memory=None`` pins only with CUDA.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers is None:
+        num_workers = available_cores() if getattr(dataset, "image_keys", True) else 0
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    sampler = ResumableRandomSampler(len(dataset), seed=seed, shuffle=shuffle)
+    parallel = num_workers > 0
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        worker_init_fn=worker_init_fn if parallel else None,
+        persistent_workers=parallel,
+        prefetch_factor=prefetch_factor if parallel else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return ResumableDataLoader(loader, sampler)

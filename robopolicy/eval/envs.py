@@ -1,0 +1,102 @@
+"""Vector environments built from config, and the bridge from a policy to ``run_episodes``.
+
+robopolicy never imports the simulation package: an env is named by its gymnasium id, and the
+modules that register ids (``env_modules``, e.g. ``["sim"]``) are imported by name inside each
+worker process. Worker processes are started with ``spawn``, which is safe with torch's thread
+pools and with EGL rendering contexts (each worker creates its own).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robopolicy.eval.rollout import ActFn
+
+
+def make_env(
+    env_id: str,
+    env_kwargs: dict,
+    env_modules: Sequence[str] = (),
+    render: bool = False,
+    max_episode_steps: int | None = None,
+) -> gym.Env:
+    """One env: import the registering modules, then ``gym.make`` (errors name the bad kwarg)."""
+    for module in env_modules:
+        importlib.import_module(module)
+    kwargs = dict(env_kwargs)
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    if env_id not in gym.registry:
+        raise ValueError(
+            f"env id {env_id!r} is not registered (imported {list(env_modules)}); "
+            f"known robopolicy ids: {sorted(i for i in gym.registry if '/' in i)}"
+        )
+    try:
+        return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"env {env_id!r} rejected env_kwargs {kwargs}: {error}") from None
+
+
+def make_vector_env(
+    env_id: str,
+    env_kwargs: dict,
+    n_envs: int,
+    env_modules: Sequence[str] = (),
+    render: bool = False,
+    asynchronous: bool | None = None,
+    max_episode_steps: int | None = None,
+) -> gym.vector.VectorEnv:
+    """``n_envs`` copies of the env; in worker processes when ``asynchronous`` (default: n > 1)."""
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    make = functools.partial(
+        make_env, env_id, dict(env_kwargs), tuple(env_modules), render, max_episode_steps
+    )
+    make().close()  # fail here, with one clear error, rather than inside a worker
+    if asynchronous is None:
+        asynchronous = n_envs > 1
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv([make] * n_envs, context="spawn")
+    return gym.vector.SyncVectorEnv([make] * n_envs)
+
+
+def check_policy_fits_env(
+    shape_meta: dict, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box
+) -> None:
+    """One clear error if the env does not provide what the policy was trained on."""
+    for key, spec in shape_meta["obs"].items():
+        if key not in observation_space.spaces:
+            raise ValueError(
+                f"the policy needs observation {key!r}, which the env does not provide (it has "
+                f"{sorted(observation_space.spaces)}); e.g. images need obs_mode=rgb"
+            )
+        shape = list(observation_space.spaces[key].shape)
+        if shape != list(spec["shape"]):
+            raise ValueError(
+                f"observation {key!r}: the policy was trained on shape {spec['shape']}, the env "
+                f"gives {shape} (check image_size / robot)"
+            )
+    if list(action_space.shape) != list(shape_meta["action"]["shape"]):
+        raise ValueError(
+            f"action: the policy outputs shape {shape_meta['action']['shape']}, the env expects "
+            f"{list(action_space.shape)} (check action_space / robot)"
+        )
+
+
+def policy_act_fn(policy: torch.nn.Module, **sampler_options) -> ActFn:
+    """``run_episodes``'s ``act``: numpy histories in, the policy's action chunk out (numpy)."""
+    keys = list(policy.shape_meta["obs"])
+    device = policy.device
+
+    @torch.no_grad()
+    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+        batch = {key: torch.from_numpy(np.ascontiguousarray(obs[key])).to(device) for key in keys}
+        return policy.predict_action(batch, **sampler_options)["action"].float().cpu().numpy()
+
+    return act

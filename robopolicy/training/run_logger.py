@@ -1,0 +1,123 @@
+"""Where a run's numbers and pictures go: a JSON-lines file, wandb, plots and videos on disk.
+
+Every metric goes to ``<run_dir>/metrics.jsonl`` (one JSON object per logging call, with the step)
+so a run can be read and plotted with no service at all. wandb gets the same numbers: offline by
+default (no account or network needed; ``wandb sync <run_dir>/wandb/offline-run-*`` uploads it
+later), online with ``logger=wandb_online``, or not at all with ``logger=none``. ``plot`` draws the
+loss and success curves to PNG files in the run directory; ``video`` writes an mp4 there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import imageio.v2 as imageio
+import numpy as np
+
+
+class RunLogger:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        wandb_mode: str = "offline",
+        project: str = "robopolicy",
+        run_name: str | None = None,
+        config: dict | None = None,
+        enabled: bool = True,
+    ):
+        """``wandb_mode``: "offline", "online" or "disabled". ``enabled=False`` (non-zero ranks of
+        a multi-process run) makes every call a no-op."""
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._wandb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if wandb_mode != "disabled":
+            import wandb
+
+            self._wandb = wandb.init(
+                project=project,
+                name=run_name,
+                dir=str(self.run_dir),
+                mode=wandb_mode,
+                config=config,
+                resume="allow",
+            )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        clean = {key: _plain(value) for key, value in metrics.items()}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(clean, step=step)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def video(self, name: str, frames: np.ndarray, fps: float, step: int | None = None) -> Path:
+        """Write ``frames`` (T, H, W, 3) uint8 to ``<run_dir>/videos/<name>.mp4``."""
+        path = self.run_dir / "videos" / f"{name}.mp4"
+        if not self.enabled:
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimwrite(path, list(frames), fps=fps, macro_block_size=1)
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({f"video/{name}": wandb.Video(str(path), format="mp4")}, step=step)
+        return path
+
+    def plot(self, curves: dict[str, list[str]]) -> list[Path]:
+        """One PNG per entry of ``curves`` (file stem -> metric names), metric against step."""
+        if not self.enabled:
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.read()
+        written = []
+        for stem, names in curves.items():
+            figure, axis = plt.subplots(figsize=(6, 4))
+            drawn = False
+            for name in names:
+                points = [(r["step"], r[name]) for r in rows if _finite(r.get(name))]
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    axis.plot(steps, values, marker="o" if len(points) < 30 else None, label=name)
+                    drawn = True
+            if drawn:
+                axis.set_xlabel("step")
+                axis.legend()
+                axis.grid(alpha=0.3)
+                path = self.run_dir / f"{stem}.png"
+                figure.savefig(path, dpi=100, bbox_inches="tight")
+                written.append(path)
+            plt.close(figure)
+        return written
+
+    def finish(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,422 @@
+"""Diffusion and flow policies: shapes, overfitting, determinism, checkpoints, per-step log-probs.
+
+Most tests use a stand-in normaliser with the real one's calling convention (``normalize(dict)``
+and ``unnormalize(dict)``), an affine map with its statistics in buffers; one runs the real
+``robopolicy.data.normalizer.Normalizer`` end to end, images included.
+"""
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from robopolicy.data.normalizer import Normalizer
+from robopolicy.policies import DiffusionPolicy, FlowPolicy
+
+torch.set_num_threads(1)
+
+SHAPE_META = {
+    "obs": {"state": {"shape": [4], "type": "low_dim"}},
+    "action": {"shape": [2]},
+}
+HORIZON, TO, TA = 8, 2, 4
+BACKBONE_KWARGS = {
+    "unet1d": {"down_dims": [16, 32], "time_embed_dim": 16},
+    "transformer": {"d_model": 32, "n_layers": 1, "dropout": 0.0},
+    "mlp": {"hidden_dims": [64, 64]},
+}
+POLICIES = [DiffusionPolicy, FlowPolicy]
+
+
+class AffineNormalizer(nn.Module):
+    """``normalized = (x - offset) / scale`` for "action" and "state"; other keys pass through."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("action_offset", torch.zeros(2))
+        self.register_buffer("action_scale", torch.ones(2))
+        self.register_buffer("state_offset", torch.zeros(4))
+        self.register_buffer("state_scale", torch.ones(4))
+
+    def normalize(self, data):
+        return {k: self._apply(k, v, forward=True) for k, v in data.items()}
+
+    def unnormalize(self, data):
+        return {k: self._apply(k, v, forward=False) for k, v in data.items()}
+
+    def _apply(self, key, value, forward):
+        if key not in ("action", "state"):
+            return value
+        offset, scale = getattr(self, f"{key}_offset"), getattr(self, f"{key}_scale")
+        return (value - offset) / scale if forward else value * scale + offset
+
+
+def make_policy(cls, backbone="mlp", **kwargs):
+    torch.manual_seed(0)
+    args = dict(
+        horizon=HORIZON,
+        n_obs_steps=TO,
+        n_action_steps=TA,
+        backbone=backbone,
+        backbone_kwargs=BACKBONE_KWARGS.get(backbone, {}),
+    )
+    if cls is DiffusionPolicy:
+        args["num_train_timesteps"] = 50
+    args.update(kwargs)
+    return cls(SHAPE_META, AffineNormalizer(), **args)
+
+
+def make_obs(batch=3):
+    return {"state": torch.randn(batch, TO, 4)}
+
+
+def make_batch(batch=3):
+    return {
+        "obs": make_obs(batch),
+        "action": torch.randn(batch, HORIZON, 2),
+        "is_pad": torch.zeros(batch, HORIZON, dtype=torch.bool),
+    }
+
+
+@pytest.mark.parametrize("backbone", ["unet1d", "transformer", "mlp"])
+@pytest.mark.parametrize("cls", POLICIES)
+def test_shapes_for_every_backbone(cls, backbone):
+    policy = make_policy(cls, backbone)
+    losses = policy.compute_loss(make_batch())
+    assert losses["loss"].dim() == 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    out = policy.predict_action(make_obs(), num_steps=3)
+    assert out["action_pred"].shape == (3, HORIZON, 2)
+    assert out["action"].shape == (3, TA, 2)
+    assert torch.equal(out["action"], out["action_pred"][:, TO - 1 : TO - 1 + TA])
+
+
+def test_image_policy_end_to_end():
+    meta = {
+        "obs": {
+            "cam": {"shape": [20, 20, 3], "type": "rgb"},
+            "state": {"shape": [4], "type": "low_dim"},
+        },
+        "action": {"shape": [2]},
+    }
+    policy = FlowPolicy(
+        meta,
+        AffineNormalizer(),
+        horizon=HORIZON,
+        n_obs_steps=TO,
+        n_action_steps=TA,
+        backbone="mlp",
+        backbone_kwargs=BACKBONE_KWARGS["mlp"],
+        obs_encoder_kwargs={"crop_shape": [16, 16], "num_keypoints": 4, "image_feature_dim": 8},
+    )
+    obs = {
+        "cam": torch.randint(0, 256, (2, TO, 20, 20, 3), dtype=torch.uint8),
+        "state": torch.randn(2, TO, 4),
+    }
+    batch = {"obs": obs, "action": torch.randn(2, HORIZON, 2)}
+    policy.compute_loss(batch)["loss"].backward()
+    assert policy.obs_encoder.image_encoders[0].trunk.stem[0].weight.grad is not None
+    policy.eval()
+    noise = torch.randn(2, HORIZON, 2)
+    first = policy.predict_action(obs, noise=noise)["action"]
+    assert torch.equal(first, policy.predict_action(obs, noise=noise)["action"])
+
+
+@pytest.mark.parametrize("cls", POLICIES)
+def test_real_normalizer_images_and_checkpoint_round_trip(cls):
+    meta = {
+        "obs": {
+            "cam": {"shape": [20, 20, 3], "type": "rgb"},
+            "state": {"shape": [4], "type": "low_dim"},
+        },
+        "action": {"shape": [2]},
+    }
+    normalizer = Normalizer.from_shape_meta(meta)
+    normalizer.fit({"state": torch.randn(50, 4) * 5 + 2, "action": torch.rand(50, 2) * 10 - 3})
+    torch.manual_seed(0)
+    policy = cls(
+        meta,
+        normalizer,
+        horizon=HORIZON,
+        n_obs_steps=TO,
+        n_action_steps=TA,
+        backbone="unet1d",
+        backbone_kwargs=BACKBONE_KWARGS["unet1d"],
+        obs_encoder_kwargs={"crop_shape": [16, 16], "num_keypoints": 4, "image_feature_dim": 8},
+    )
+    obs = {
+        "cam": torch.randint(0, 256, (2, TO, 20, 20, 3), dtype=torch.uint8),
+        "state": torch.randn(2, TO, 4) * 5 + 2,
+    }
+    batch = {"obs": obs, "action": torch.rand(2, HORIZON, 2) * 10 - 3}
+    assert torch.isfinite(policy.compute_loss(batch)["loss"])
+    policy.eval()
+    noise = torch.randn(2, HORIZON, 2)
+    expected = policy.predict_action(obs, noise=noise)["action_pred"]
+    assert "normalizer.stats.action.loc" in policy.state_dict()
+    fresh = cls.from_config(policy.config, Normalizer.from_shape_meta(meta))  # not fitted
+    fresh.load_state_dict(policy.state_dict())
+    assert torch.equal(fresh.eval().predict_action(obs, noise=noise)["action_pred"], expected)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "options"),
+    [
+        (DiffusionPolicy, {"prediction_type": "sample"}, {"sampler": "ddim", "eta": 0.0}),
+        # epsilon prediction + deterministic DDIM needs longer training to be this precise at
+        # the noisiest steps; DDPM's noise washes the early error out (seeded: reproducible).
+        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddpm", "seed": 0}),
+        (FlowPolicy, {"time_sampling": "beta"}, {"solver": "euler"}),
+        (FlowPolicy, {"time_sampling": "uniform"}, {"solver": "heun"}),
+    ],
+)
+def test_overfits_tiny_dataset(cls, kwargs, options):
+    """4 distinct observations, each with its own action chunk: the sampler must recover them."""
+    options = dict(options)
+    if "seed" in options:
+        options["generator"] = torch.Generator().manual_seed(options.pop("seed"))
+    policy = make_policy(cls, "mlp", backbone_kwargs={"hidden_dims": [128, 128, 128]}, **kwargs)
+    with torch.no_grad():  # raw units differ from normalised ones: the normaliser must be used
+        policy.normalizer.action_offset.fill_(3.0)
+        policy.normalizer.action_scale.fill_(2.0)
+    generator = torch.Generator().manual_seed(1)
+    obs = {"state": torch.eye(4)[:, None, :].repeat(1, TO, 1)}
+    actions = 3.0 + 2.0 * (torch.rand(4, HORIZON, 2, generator=generator) * 1.6 - 0.8)
+    batch = {"obs": {"state": obs["state"].repeat(8, 1, 1)}, "action": actions.repeat(8, 1, 1)}
+    optimizer = torch.optim.Adam(policy.parameters(), lr=2e-3)
+    n_updates = 600
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_updates)
+    start = time.perf_counter()
+    for _ in range(n_updates):
+        loss = policy.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    policy.eval()
+    noise = torch.randn(4, HORIZON, 2, generator=generator)
+    pred = policy.predict_action(obs, noise=noise, **options)
+    error = (pred["action_pred"] - actions).abs().max().item()
+    assert error < 0.25, f"max error {error:.3f} after {time.perf_counter() - start:.1f}s"
+
+
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [
+        (DiffusionPolicy, {"sampler": "ddim", "eta": 0.0}),
+        (FlowPolicy, {"solver": "euler"}),
+        (FlowPolicy, {"solver": "midpoint"}),
+        (FlowPolicy, {"solver": "heun"}),
+    ],
+)
+def test_deterministic_sampling_with_fixed_noise(cls, options):
+    policy = make_policy(cls).eval()
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    first = policy.predict_action(obs, noise=noise, num_steps=5, **options)
+    second = policy.predict_action(obs, noise=noise, num_steps=5, **options)
+    assert torch.equal(first["action_pred"], second["action_pred"])
+    other = policy.predict_action(obs, noise=torch.randn(3, HORIZON, 2), num_steps=5, **options)
+    assert not torch.allclose(first["action_pred"], other["action_pred"])
+
+
+def test_ddpm_is_stochastic_unless_seeded():
+    policy = make_policy(DiffusionPolicy).eval()
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    first = policy.predict_action(obs, noise=noise, sampler="ddpm")["action_pred"]
+    second = policy.predict_action(obs, noise=noise, sampler="ddpm")["action_pred"]
+    assert not torch.allclose(first, second)
+    seeded = [
+        policy.predict_action(
+            obs, noise=noise, sampler="ddpm", generator=torch.Generator().manual_seed(7)
+        )["action_pred"]
+        for _ in range(2)
+    ]
+    assert torch.equal(seeded[0], seeded[1])
+
+
+def test_number_of_steps_is_chosen_at_inference():
+    policy = make_policy(DiffusionPolicy).eval()
+    for num_steps in (1, 7, 50):
+        assert len(policy.sample_chain(make_obs(), num_steps=num_steps)) == num_steps
+    flow = make_policy(FlowPolicy).eval()
+    assert len(flow.sample_chain(make_obs(), num_steps=1)) == 1
+    with pytest.raises(ValueError, match="num_steps"):
+        policy.predict_action(make_obs(), num_steps=51)
+
+
+@pytest.mark.parametrize("cls", POLICIES)
+def test_state_dict_round_trip(cls):
+    policy = make_policy(cls, "unet1d")
+    with torch.no_grad():
+        policy.normalizer.action_scale.fill_(0.5)
+        policy.normalizer.state_offset.fill_(1.0)
+    policy.eval()
+    assert "normalizer.action_scale" in policy.state_dict()
+    torch.manual_seed(123)  # a different initialisation for the fresh copy
+    restored = cls.from_config(policy.config, AffineNormalizer())
+    restored.load_state_dict(policy.state_dict())
+    restored.eval()
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    assert torch.equal(
+        policy.predict_action(obs, noise=noise)["action_pred"],
+        restored.predict_action(obs, noise=noise)["action_pred"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [
+        (DiffusionPolicy, {"sampler": "ddpm", "min_std": 0.05}),
+        (DiffusionPolicy, {"sampler": "ddim", "eta": 0.5, "min_std": 0.05}),
+        (FlowPolicy, {"noise_std": 0.1}),
+    ],
+)
+def test_step_log_prob_matches_torch_normal(cls, options):
+    policy = make_policy(cls).eval()
+    obs = make_obs()
+    chain = policy.sample_chain(obs, num_steps=4, **options)
+    assert len(chain) == 4
+    for step in chain:
+        assert (step.std > 0).all()
+        expected = torch.distributions.Normal(step.mean, step.std).log_prob(step.x_next)
+        assert torch.allclose(step.log_prob(), expected.sum(dim=(1, 2)), atol=1e-4)
+    # Recomputing a stored step with gradients on (as DPPO does) gives the same distribution.
+    cond = policy.encode_obs(obs)
+    mean, std = policy.step_distribution(chain[2].x, 2, cond, num_steps=4, **options)
+    assert torch.allclose(mean, chain[2].mean, atol=1e-5) and torch.equal(std, chain[2].std)
+    mean.sum().backward()
+    assert next(policy.denoiser.parameters()).grad is not None
+
+
+def test_deterministic_step_has_no_density():
+    step = make_policy(FlowPolicy).sample_chain(make_obs(), num_steps=2)[0]
+    assert torch.equal(step.x_next, step.mean)
+    with pytest.raises(ValueError, match="std = 0"):
+        step.log_prob()
+
+
+def test_ddim_eta_one_matches_ddpm():
+    policy = make_policy(DiffusionPolicy, clip_sample=None).eval()  # no clamp: see diffusion.py
+    cond = policy.encode_obs(make_obs())
+    x = torch.randn(3, HORIZON, 2)
+    with torch.no_grad():
+        for step in range(5):
+            ddpm = policy.step_distribution(x, step, cond, num_steps=5, sampler="ddpm")
+            ddim = policy.step_distribution(x, step, cond, num_steps=5, sampler="ddim", eta=1.0)
+            assert torch.allclose(ddpm[0], ddim[0], atol=1e-4)
+            assert torch.allclose(ddpm[1], ddim[1], atol=1e-6)
+    assert float(ddpm[1].max()) == 0.0  # the last step lands on the predicted clean chunk
+
+
+class ZeroDenoiser(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, cond):
+        return torch.zeros_like(x) + self.anchor
+
+
+class OracleDenoiser(nn.Module):
+    """The exact denoiser when every chunk in the data equals ``target``: samplers must land on it.
+
+    Diffusion: ``eps = (x - sqrt(abar_k) a) / sqrt(1 - abar_k)``, or ``a`` itself for sample
+    prediction. Flow: ``x_t = t a + (1 - t) eps`` gives ``v = (a - x) / (1 - t)``.
+    """
+
+    def __init__(self, policy, target):
+        super().__init__()
+        self.policy, self.target = [policy], target
+        self.anchor = nn.Parameter(torch.zeros(()))  # so that policy.device finds a parameter
+
+    def forward(self, x, t, cond):
+        policy = self.policy[0]
+        if isinstance(policy, FlowPolicy):
+            time = (t / 1000.0)[:, None, None]
+            return (self.target - x) / (1 - time)
+        if policy.prediction_type == "sample":
+            return self.target.expand_as(x)
+        abar = policy.alphas_cumprod[t.long()][:, None, None]
+        return (x - abar.sqrt() * self.target) / (1 - abar).sqrt()
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "options"),
+    [
+        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddim"}),
+        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddim", "eta": 0.7}),
+        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddpm"}),
+        (DiffusionPolicy, {"prediction_type": "sample"}, {"sampler": "ddim"}),
+        (FlowPolicy, {}, {"solver": "euler"}),
+        (FlowPolicy, {}, {"solver": "midpoint"}),
+        (FlowPolicy, {}, {"solver": "heun"}),
+    ],
+)
+@pytest.mark.parametrize("num_steps", [1, 3, 10])
+def test_samplers_recover_target_with_exact_denoiser(cls, kwargs, options, num_steps):
+    policy = make_policy(cls, **kwargs).eval()
+    target = torch.rand(1, HORIZON, 2) * 1.6 - 0.8
+    policy.denoiser = OracleDenoiser(policy, target)
+    pred = policy.predict_action(make_obs(), num_steps=num_steps, **options)["action_pred"]
+    assert torch.allclose(pred, target.expand_as(pred), atol=1e-3)
+
+
+def test_padding_mask_is_optional():
+    batch = make_batch()
+    batch["is_pad"][:, -3:] = True
+    moved = {**batch, "action": batch["action"].clone()}
+    moved["action"][:, -3:] += 100.0  # padded targets change
+    for mask_padding, same in ((True, True), (False, False)):
+        policy = make_policy(FlowPolicy, mask_padding=mask_padding)
+        # A per-step denoiser (zeros), so that padded inputs cannot reach valid steps' outputs.
+        policy.denoiser = ZeroDenoiser()
+        losses = []
+        for b in (batch, moved):
+            torch.manual_seed(5)
+            losses.append(policy.compute_loss(b)["loss"])
+        assert torch.allclose(losses[0], losses[1]) == same
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "name"),
+    [
+        (DiffusionPolicy, {"backbone": "resnet"}, "backbone"),
+        (FlowPolicy, {"horizon": 4}, "horizon"),
+        (DiffusionPolicy, {"n_action_steps": 0}, "n_action_steps"),
+        (DiffusionPolicy, {"prediction_type": "v"}, "prediction_type"),
+        (DiffusionPolicy, {"sampler": "euler"}, "sampler"),
+        (DiffusionPolicy, {"beta_schedule": "cosine"}, "beta_schedule"),
+        (DiffusionPolicy, {"num_inference_steps": 60}, "num_inference_steps"),
+        (FlowPolicy, {"solver": "rk4"}, "solver"),
+        (FlowPolicy, {"time_sampling": "logit_normal"}, "time_sampling"),
+        (FlowPolicy, {"backbone_kwargs": {"hidden_dim": 3}}, "backbone_kwargs"),
+        (FlowPolicy, {"obs_encoder_kwargs": {"crop": 3}}, "obs_encoder_kwargs"),
+        (FlowPolicy, {"noise_std": -1.0}, "noise_std"),
+        (DiffusionPolicy, {"eta": 2.0}, "eta"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(cls, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        make_policy(cls, **kwargs)
+
+
+def test_config_is_plain_and_rebuilds_from_omegaconf_input():
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"down_dims": [16, 32], "time_embed_dim": 16})
+    policy = make_policy(DiffusionPolicy, "unet1d", backbone_kwargs=node)
+    assert type(policy.config["backbone_kwargs"]["down_dims"]) is list
+    assert DiffusionPolicy.from_config(policy.config, AffineNormalizer()).config == policy.config
+
+
+def test_bad_inputs():
+    policy = make_policy(FlowPolicy)
+    with pytest.raises(ValueError, match="noise"):
+        policy.predict_action(make_obs(), noise=torch.randn(3, HORIZON + 1, 2))
+    with pytest.raises(ValueError, match="n_obs_steps"):
+        policy.predict_action({"state": torch.randn(3, TO + 1, 4)})
+    with pytest.raises(ValueError, match="state"):
+        policy.predict_action({"other": torch.randn(3, TO, 4)})
+    with pytest.raises(TypeError):
+        policy.predict_action(make_obs(), eta=0.5)  # a diffusion option given to a flow policy
