@@ -20,10 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from robopolicy.algos.bc import evaluate_policy, train_bc
 from robopolicy.data.errors import DatasetError
+from robopolicy.eval.evaluate import summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.checkpoint import CheckpointError
 from robopolicy.utils.device import resolve_device
-from robopolicy.utils.stats import wilson_interval
 
 ALGORITHMS = {"bc": train_bc}
 
@@ -45,20 +45,13 @@ def run(cfg: DictConfig) -> Path:
 
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
     policy, _ = load_policy(checkpoint, device=device)
-    result = evaluate_policy(policy, cfg, cfg.eval.n_episodes)
-    successes = int(result.success.sum())
-    low, high = wilson_interval(successes, len(result.success))
-    summary = {
-        "checkpoint": str(checkpoint),
-        "success_rate": result.success_rate,
-        "success_ci95": [low, high],
-        "n_episodes": len(result.success),
-        "mean_length": float(result.lengths.mean()),
-    }
+    summary = summarize(evaluate_policy(policy, cfg, cfg.eval.n_episodes))
+    summary["checkpoint"] = str(checkpoint)
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    low, high = summary["success_ci95"]
     print(
-        f"[train] success {successes}/{len(result.success)} = {result.success_rate:.1%} "
-        f"(95% CI {low:.1%}-{high:.1%}); results in {run_dir}"
+        f"[train] final evaluation: {summary['successes']}/{summary['n_episodes']} successes = "
+        f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}); results in {run_dir}"
     )
     return run_dir
 

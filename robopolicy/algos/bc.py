@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
-from robopolicy.eval.envs import check_policy_fits_env, make_vector_env, policy_act_fn
-from robopolicy.eval.rollout import RolloutResult, run_episodes
+from robopolicy.eval.evaluate import evaluate
+from robopolicy.eval.rollout import RolloutResult
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.registry import build_policy, policy_record
 from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -167,30 +167,18 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, 
 
 def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
     """Closed-loop success of ``policy`` on the task's env, with the eval sampler settings."""
-    envs = make_vector_env(
+    return evaluate(
+        policy,
         cfg.task.env_id,
         OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-        cfg.eval.n_envs,
+        n_episodes,
+        n_envs=cfg.eval.n_envs,
+        seed=cfg.eval.seed,
         env_modules=list(cfg.env_modules),
-        render=cfg.eval.video_episodes > 0,
+        video_episodes=cfg.eval.video_episodes,
+        sampler_options=OmegaConf.to_container(cfg.eval.sampler, resolve=True),
         max_episode_steps=cfg.task.get("max_episode_steps"),
     )
-    try:
-        check_policy_fits_env(
-            policy.shape_meta, envs.single_observation_space, envs.single_action_space
-        )
-        policy.eval()
-        act = policy_act_fn(policy, **OmegaConf.to_container(cfg.eval.sampler, resolve=True))
-        return run_episodes(
-            envs,
-            act,
-            n_episodes,
-            policy.n_obs_steps,
-            seed=cfg.eval.seed,
-            record_videos=cfg.eval.video_episodes,
-        )
-    finally:
-        envs.close()
 
 
 def _open_dataset(cfg: DictConfig) -> SequenceDataset:

@@ -90,7 +90,10 @@ def check_policy_fits_env(
 
 
 def policy_act_fn(policy: torch.nn.Module, **sampler_options) -> ActFn:
-    """``run_episodes``'s ``act``: numpy histories in, the policy's action chunk out (numpy)."""
+    """``run_episodes``'s ``act``: numpy histories in, the policy's action chunk out (numpy).
+
+    ``sampler_options`` set to None are dropped (the policy's defaults apply)."""
+    sampler_options = {k: v for k, v in sampler_options.items() if v is not None}
     keys = list(policy.shape_meta["obs"])
     device = policy.device
 

@@ -1,0 +1,77 @@
+"""Evaluate a policy closed-loop and summarise the outcome: the one path behind every reported
+success rate (eval.py, periodic evaluation in training, evaluation inside RL fine-tuning)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from robopolicy.eval.envs import check_policy_fits_env, make_vector_env, policy_act_fn
+from robopolicy.eval.rollout import RolloutResult, run_episodes
+from robopolicy.policies.base import BasePolicy
+from robopolicy.utils.stats import wilson_interval
+
+
+def evaluate(
+    policy: BasePolicy,
+    env_id: str,
+    env_kwargs: dict,
+    n_episodes: int,
+    n_envs: int = 1,
+    seed: int = 0,
+    env_modules: Sequence[str] = (),
+    video_episodes: int = 0,
+    sampler_options: dict | None = None,
+    max_episode_steps: int | None = None,
+) -> RolloutResult:
+    """Run ``n_episodes`` seeded episodes of ``policy`` (in eval mode) on ``env_id``."""
+    envs = make_vector_env(
+        env_id,
+        env_kwargs,
+        n_envs,
+        env_modules=env_modules,
+        render=video_episodes > 0,
+        max_episode_steps=max_episode_steps,
+    )
+    try:
+        check_policy_fits_env(
+            policy.shape_meta, envs.single_observation_space, envs.single_action_space
+        )
+        policy.eval()
+        act = policy_act_fn(policy, **(sampler_options or {}))
+        return run_episodes(
+            envs, act, n_episodes, policy.n_obs_steps, seed=seed, record_videos=video_episodes
+        )
+    finally:
+        envs.close()
+
+
+def summarize(result: RolloutResult) -> dict[str, Any]:
+    """Success rate with its 95% Wilson interval, returns, lengths, per-mode counts, latency.
+
+    Latency is per policy call (one action chunk for every env at once); the first call is left
+    out as warm-up when there are others.
+    """
+    n = len(result.success)
+    successes = int(result.success.sum())
+    low, high = wilson_interval(successes, n)
+    latency = np.asarray(result.inference_seconds[1:] or result.inference_seconds) * 1e3
+    modes = Counter(int(m) for m in result.modes)
+    return {
+        "n_episodes": n,
+        "successes": successes,
+        "success_rate": successes / n,
+        "success_ci95": [low, high],
+        "return_mean": float(result.returns.mean()),
+        "length_mean": float(result.lengths.mean()),
+        "mode_counts": {str(mode): count for mode, count in sorted(modes.items())},
+        "success_by_mode": {
+            str(mode): int(result.success[result.modes == mode].sum()) for mode in sorted(modes)
+        },
+        "inference_ms_median": float(np.median(latency)) if latency.size else None,
+        "inference_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
+        "seeds": [int(result.seeds[0]), int(result.seeds[-1])],
+    }
