@@ -41,9 +41,11 @@ def run(cfg: DictConfig) -> Path:
             f"no dataset here; make one with: python datasets/collect.py task={cfg.task.name}",
         )
     print(f"[train] run directory: {run_dir} (device {device})")
-    ALGORITHMS[cfg.algo.name](cfg, run_dir, device)
-
+    reached = ALGORITHMS[cfg.algo.name](cfg, run_dir, device)["step"]
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
+    if reached < cfg.algo.num_steps:
+        print(f"[train] stopped at step {reached}; continue with resume={checkpoint}")
+        return run_dir
     policy, _ = load_policy(checkpoint, device=device)
     summary = summarize(evaluate_policy(policy, cfg, cfg.eval.n_episodes))
     summary["checkpoint"] = str(checkpoint)

@@ -43,13 +43,14 @@ from robopolicy.training.top_k import TopKCheckpoints
 from robopolicy.utils.stats import wilson_interval
 
 
-def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, Any]:
-    """Run behaviour cloning as configured; returns the final metrics."""
+def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict[str, Any]:
+    """Run behaviour cloning as configured; returns the last metrics and the step reached."""
+    device = torch.device(device)
     seed_everything(cfg.seed)
     algo = cfg.algo
     dataset = _open_dataset(cfg)
     buffer = dataset.sampler.replay_buffer
-    shape_meta = _policy_shape_meta(buffer.shape_meta, list(cfg.obs_keys), buffer.path)
+    shape_meta = _policy_shape_meta(buffer.shape_meta, list(cfg.obs_keys))
     normalizer = Normalizer.from_shape_meta(shape_meta, **cfg.policy.normalizer)
     normalizer.fit_replay_buffer(buffer, dataset.sampler.split.train)
     policy = build_policy(cfg.policy.kind, shape_meta, normalizer, _policy_args(cfg))
@@ -107,7 +108,8 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, 
     wait_seconds = compute_seconds = 0.0
     metrics: dict[str, Any] = {}
     progress = tqdm(total=algo.num_steps, initial=step, desc="train", dynamic_ncols=True)
-    while step < algo.num_steps:
+    stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
+    while step < stop_at:
         start = time.perf_counter()
         batch = next(batches)
         fetched = time.perf_counter()
@@ -155,14 +157,14 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, 
             for i, frames in enumerate(result.videos):
                 logger.video(f"step{step:07d}_episode{i}", frames, fps=cfg.task.fps, step=step)
             topk.offer(step, result.success_rate, checkpoint_state(metrics))
-        if step % algo.checkpoint_every == 0 or step == algo.num_steps:
+        if step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at):
             save_checkpoint(
                 run_dir / "checkpoints" / "latest.safetensors", checkpoint_state(metrics)
             )
     progress.close()
     logger.plot({"loss": ["train/loss", "val/loss"], "success": ["eval/success_rate"]})
     logger.finish()
-    return metrics
+    return {"step": step, **metrics}
 
 
 def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
@@ -196,17 +198,11 @@ def _open_dataset(cfg: DictConfig) -> SequenceDataset:
     )
 
 
-def _policy_shape_meta(dataset_meta: dict, obs_keys: list[str], where: object) -> dict:
-    """The dataset's shape_meta restricted to the observation keys the policy uses."""
-    missing = [key for key in obs_keys if key not in dataset_meta["obs"]]
-    if missing:
-        raise ValueError(
-            f"obs_keys {missing} are not in dataset {where} (it has {list(dataset_meta['obs'])})"
-        )
-    return {
-        "obs": {key: dataset_meta["obs"][key] for key in obs_keys},
-        "action": dataset_meta["action"],
-    }
+def _policy_shape_meta(dataset_meta: dict, obs_keys: list[str]) -> dict:
+    """The dataset's shape_meta restricted to the observation keys the policy uses (the sampler
+    has already checked that they exist)."""
+    obs = {key: dataset_meta["obs"][key] for key in obs_keys}
+    return {"obs": obs, "action": dataset_meta["action"]}
 
 
 def _policy_args(cfg: DictConfig) -> dict:
