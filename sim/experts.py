@@ -18,7 +18,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TeleopStyle:
-    """How human-like the expert's actions are. Zero noise and no pauses: a clean scripted expert."""
+    """How human-like the expert's actions are; zero noise and no pauses: a clean expert."""
 
     action_noise_std: float = 0.0  # std of Gaussian noise added to each action (action units)
     pause_prob: float = 0.0  # chance per step of starting a pause (hold still)
@@ -53,3 +53,37 @@ def make_expert(env: gym.Env, style: TeleopStyle | None = None) -> Expert:
         known = ", ".join(sorted(_FACTORIES)) or "none"
         raise KeyError(f"no scripted expert registered for env id {env_id!r}; known: {known}")
     return _FACTORIES[env_id](env, style or TeleopStyle())
+
+
+class TeleopNoise:
+    """Applies a ``TeleopStyle`` to a clean expert's actions, so experts don't reimplement it.
+
+    Each step either continues a pause (returns the expert's "hold still" action), starts one
+    with probability ``pause_prob``, or returns the clean action plus Gaussian noise of
+    ``action_noise_std``, clipped to the action space. The gripper entry (the last) is never
+    noised: a jittering gripper command would open a grasp, which no teleoperator does.
+    """
+
+    def __init__(self, style: TeleopStyle, action_space: gym.spaces.Box) -> None:
+        self.style = style
+        self.low = action_space.low
+        self.high = action_space.high
+        self._rng = np.random.default_rng(0)
+        self._pause_left = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._pause_left = 0
+
+    def __call__(self, action: np.ndarray, hold_action: np.ndarray) -> np.ndarray:
+        style = self.style
+        if self._pause_left == 0 and style.pause_prob > 0 and self._rng.random() < style.pause_prob:
+            low, high = style.pause_steps
+            self._pause_left = int(self._rng.integers(low, high + 1))
+        if self._pause_left > 0:
+            self._pause_left -= 1
+            return np.asarray(hold_action, dtype=np.float32)
+        noisy = np.array(action, dtype=np.float64)
+        if style.action_noise_std > 0:
+            noisy[:-1] += self._rng.normal(0.0, style.action_noise_std, len(noisy) - 1)
+        return np.clip(noisy, self.low, self.high).astype(np.float32)

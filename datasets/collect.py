@@ -1,0 +1,176 @@
+"""Collect scripted-expert demonstrations into a zarr dataset.
+
+    python datasets/collect.py task=push_cube n_episodes=50 out=datasets/data/push.zarr
+    python datasets/collect.py n_workers=2 teleop.action_noise_std=0.1 teleop.pause_prob=0.05
+
+Episode ``i`` runs with seed ``seed + i``; only successful episodes are written, in seed order,
+so the same command writes the same dataset whatever ``n_workers`` is. Workers are separate
+processes (``spawn``), each building its own env and, lazily, its own renderer. Every step's
+raw simulator state is stored beside the observations (``store_sim_state``) so that images can
+be re-rendered later. Config: conf/collect.yaml and conf/task/<name>.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# A script's folder comes first on sys.path; this folder holds inspect.py, which would shadow
+# the standard library's ``inspect`` for everything imported below. The repository root goes
+# there instead, so `sim` and `robopolicy` import when the script runs from anywhere.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import multiprocessing  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+from hydra.utils import to_absolute_path  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from sim.experts import TeleopStyle, make_expert  # noqa: E402  (importing sim registers ids)
+from sim.rollout import init_worker, worker_episode  # noqa: E402
+
+REQUIRED_TASK_KEYS = ("name", "env_id", "env_kwargs", "fps", "max_episode_steps", "dataset_path")
+
+
+class ConfigError(ValueError):
+    """A bad collect/task config; the message names the key, the value, and what was expected."""
+
+
+def make_env(task: dict) -> gym.Env:
+    """The task's env, exactly as the dataset's ``env_spec`` will describe it."""
+    return gym.make(
+        task["env_id"], max_episode_steps=task["max_episode_steps"], **task["env_kwargs"]
+    )
+
+
+def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
+    """Validate the config before any work starts; raise one ``ConfigError`` if it is wrong.
+
+    Returns the resolved task config, the teleop style, and the dataset's shape_meta (from an
+    env built here, which also proves the env kwargs are valid).
+    """
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    missing = [key for key in REQUIRED_TASK_KEYS if key not in task]
+    if missing:
+        raise ConfigError(f"task config {task.get('name', '?')!r} lacks key(s): {missing}")
+    if task["env_id"] not in gym.registry:
+        known = sorted(k for k in gym.registry if "/" in k)
+        raise ConfigError(f"task.env_id={task['env_id']!r} is not registered; known: {known}")
+    if int(cfg.n_episodes) < 1 or int(cfg.n_workers) < 1:
+        raise ConfigError(
+            f"n_episodes={cfg.n_episodes} and n_workers={cfg.n_workers} must both be >= 1"
+        )
+    try:
+        env = make_env(task)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"task.env_kwargs for {task['env_id']}: {error}") from error
+    try:
+        make_expert(env)
+        shape_meta = shape_meta_for(env)
+    except KeyError as error:
+        raise ConfigError(f"task.env_id={task['env_id']!r}: {error.args[0]}") from error
+    finally:
+        env.close()
+    teleop = cfg.teleop
+    style = TeleopStyle(
+        action_noise_std=float(teleop.action_noise_std),
+        pause_prob=float(teleop.pause_prob),
+        pause_steps=(int(teleop.pause_steps[0]), int(teleop.pause_steps[1])),
+    )
+    return task, style, shape_meta
+
+
+def shape_meta_for(env: gym.Env) -> dict:
+    """The dataset's ``shape_meta`` from the env's observation and action spaces."""
+    obs = {}
+    for key, space in env.observation_space.spaces.items():
+        if key.endswith("_depth"):
+            kind = "depth"
+        elif space.dtype == np.uint8 and len(space.shape) == 3:
+            kind = "rgb"
+        else:
+            kind = "low_dim"
+        obs[key] = {"shape": list(space.shape), "type": kind}
+    return {"obs": obs, "action": {"shape": list(env.action_space.shape)}}
+
+
+def collect(cfg: DictConfig) -> Path:
+    task, style, shape_meta = check_config(cfg)
+    out = Path(to_absolute_path(str(cfg.out)))
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(f"out={str(out)!r} already exists; pass overwrite=true to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from robopolicy.data.writer import DatasetWriter, default_provenance
+
+    provenance = {
+        **default_provenance("datasets/collect.py"),
+        "expert": f"scripted expert for {task['env_id']}",
+        "teleop_style": asdict(style),
+        "first_seed": int(cfg.seed),
+    }
+    # at most n_episodes + max_failures attempts: more failures than that and the run falls short
+    seeds = range(int(cfg.seed), int(cfg.seed) + int(cfg.n_episodes) + int(cfg.max_failures))
+    context = multiprocessing.get_context("spawn")
+    init_args = (
+        task["env_id"],
+        task["env_kwargs"],
+        task["max_episode_steps"],
+        style,
+        bool(cfg.store_sim_state),
+    )
+    written = failed = 0
+    with (
+        DatasetWriter.create(
+            out,
+            shape_meta=shape_meta,
+            fps=task["fps"],
+            env_spec={
+                "id": task["env_id"],
+                "kwargs": task["env_kwargs"],
+                "max_episode_steps": task["max_episode_steps"],
+            },
+            provenance=provenance,
+            overwrite=bool(cfg.overwrite),
+        ) as writer,
+        context.Pool(int(cfg.n_workers), init_worker, init_args) as pool,
+        tqdm(total=int(cfg.n_episodes), desc=f"collect {task['name']}", unit="ep") as progress,
+    ):
+        for episode in pool.imap(worker_episode, seeds):
+            if episode.success:
+                meta = {"seed": episode.seed}
+                if episode.mode is not None:
+                    meta["mode"] = episode.mode
+                writer.append_episode(episode.steps, episode_meta=meta)
+                written += 1
+                progress.update(1)
+            else:
+                failed += 1
+            progress.set_postfix(failed=failed)
+            if written == int(cfg.n_episodes):
+                break
+    if written < int(cfg.n_episodes):
+        raise RuntimeError(
+            f"only {written} of {cfg.n_episodes} episodes succeeded: more than max_failures="
+            f"{cfg.max_failures} failed; {out} holds the {written} that did"
+        )
+    print(f"wrote {written} episodes ({failed} failed attempts discarded) to {out}")
+    return out
+
+
+@hydra.main(config_path="../conf", config_name="collect", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        collect(cfg)
+    except ConfigError as error:
+        sys.exit(f"collect.py: bad config: {error}")
+
+
+if __name__ == "__main__":
+    main()
