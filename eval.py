@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -30,6 +31,8 @@ from robopolicy.utils.device import resolve_device
 def run(cfg: DictConfig) -> dict:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     device = resolve_device(cfg.device)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     policy, checkpoint = load_policy(cfg.checkpoint, device=device, use_ema=cfg.use_ema)
     env_spec = checkpoint.get("env_spec") or {}
     env_id = cfg.env_id or env_spec.get("id")

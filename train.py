@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -31,6 +32,8 @@ ALGORITHMS = {"bc": train_bc}
 def run(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     device = resolve_device(cfg.device)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     if cfg.algo.name not in ALGORITHMS:
         raise ValueError(
             f"algo.name={cfg.algo.name!r} is unknown; expected one of {list(ALGORITHMS)}"

@@ -201,3 +201,16 @@ def test_appending_to_a_corrupted_store_is_refused(tmp_path):
     _corrupt(path, lambda root: root["data/action"].resize((3, 3)))
     with pytest.raises(DatasetError, match="data/action"):
         DatasetWriter.open_for_append(path)
+
+
+def test_unknown_codec_is_named(tmp_path):
+    import json
+
+    path = tmp_path / "demo.zarr"
+    write_dataset(path, n_episodes=1)
+    meta_file = path / "data" / "cam" / ".zarray"
+    meta = json.loads(meta_file.read_text())
+    meta["compressor"] = {"id": "imagecodecs_jpegxl", "level": 90}
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="codec that is not installed"):
+        ReplayBuffer.open(path)

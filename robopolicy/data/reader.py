@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from numcodecs.errors import UnknownCodecError
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.shape_meta import STORED_DTYPES, infer_shape_meta, validate_shape_meta
@@ -58,7 +59,12 @@ class ReplayBuffer:
             root = zarr.open_group(store, mode="r")
         except Exception as error:  # zarr raises several types for unreadable metadata
             raise DatasetError(path, f"cannot open the zarr group: {error}") from None
-        return cls(path, root, in_memory)
+        try:
+            return cls(path, root, in_memory)
+        except UnknownCodecError as error:
+            raise DatasetError(
+                path, f"uses a compression codec that is not installed here ({error})"
+            ) from None
 
     # ----------------------------------------------------------------------------- access
     @property
