@@ -4,10 +4,12 @@
 (closed loop), and leaves what happens to a held cube to a subclass (``carry``):
 
 * ``approach``: fly at hover height to above the cube, the hand turned so that the fingers close
-  on two opposite faces (the cube's yaw modulo 90 degrees, the smallest turn).
-* ``descend``: straight down until the finger pads are level with the cube's centre.
-* ``close``: hold still with the gripper closing for ``CLOSE_STEPS`` steps, then ``carry`` if both
-  fingers touch the cube, else ``retreat``.
+  on two opposite faces (``grasp_yaw``: by default the cube's yaw modulo 90 degrees, the smallest
+  turn; a subclass may prefer another of the four).
+* ``descend``: down until the finger pads are level with the cube's centre and the hand is
+  centred on it (a grasp on an edge would not hold); ``retreat`` if the cube got pushed away.
+* ``close``: hold still where the descent ended, the gripper closing, for ``CLOSE_STEPS`` steps,
+  then ``carry`` if both fingers touch the cube, else ``retreat``.
 * ``carry``: the subclass's phases, while the cube is held. If the grasp is lost (the cube
   slipped or a pause let it swing), ``retreat``.
 * ``retreat``: open the gripper and rise to hover height, then ``approach`` again.
@@ -52,6 +54,7 @@ class GraspExpert:
         self.phase = "approach"
         self.phase_steps = 0
         self.grasp_yaw = 0.0
+        self.grasp_point = np.zeros(3)
 
     @property
     def mode(self) -> int | None:
@@ -90,7 +93,12 @@ class GraspExpert:
     def cube(self) -> tuple[np.ndarray, float]:
         """The cube's centre and the hand yaw that grasps it."""
         body = self.task.data.body(self.cube_body)
-        return body.xpos.copy(), wrap_angle(4.0 * yaw_of(body.xquat)) / 4.0
+        return body.xpos.copy(), self.grasp_yaw_for(body.xpos, yaw_of(body.xquat))
+
+    def grasp_yaw_for(self, cube: np.ndarray, cube_yaw: float) -> float:
+        """The hand yaw (from home) for grasping a cube at ``cube`` turned by ``cube_yaw``: the
+        smallest turn that lines the fingers up with two faces."""
+        return wrap_angle(4.0 * cube_yaw) / 4.0
 
     def hand_yaw_error(self, yaw: float) -> float:
         """Angle (rad) between the hand's orientation and the home one turned by ``yaw``."""
@@ -116,16 +124,18 @@ class GraspExpert:
             return motion.toward(above, cube_yaw, GRIPPER_OPEN, TRAVEL_SPEED)
         if self.phase == "descend":
             goal = np.array([cube[0], cube[1], max(cube[2], self.task.workspace_low[2] + 0.005)])
-            if np.linalg.norm(hand[:2] - cube[:2]) > 2 * ALIGN_TOLERANCE:
+            offset = float(np.linalg.norm(hand[:2] - cube[:2]))
+            if offset > 3 * ALIGN_TOLERANCE:
                 return self.set_phase("retreat")
-            if abs(hand[2] - goal[2]) < HEIGHT_TOLERANCE:
+            if abs(hand[2] - goal[2]) < HEIGHT_TOLERANCE and offset < ALIGN_TOLERANCE / 2:
+                self.grasp_point = goal
                 return self.set_phase("close")
             return motion.toward(goal, self.grasp_yaw, GRIPPER_OPEN, DESCEND_SPEED)
         if self.phase == "close":
             if self.phase_steps > CLOSE_STEPS:
                 holding = self.task.grasp.holding(self.task.data, self.grasped_geom())
                 return self.set_phase("carry" if holding else "retreat")
-            return motion.toward(hand, self.grasp_yaw, GRIPPER_CLOSED, TRAVEL_SPEED)
+            return motion.toward(self.grasp_point, self.grasp_yaw, GRIPPER_CLOSED, TRAVEL_SPEED)
         raise AssertionError(f"unknown phase {self.phase!r}")
 
     def carry(self, hand: np.ndarray) -> np.ndarray | None:

@@ -54,6 +54,18 @@ class AroundObstacleExpert(GraspExpert):
         super().reset(rng)
         self._mode = LEFT if rng.random() < self.left_prob else RIGHT
 
+    def grasp_yaw_for(self, cube: np.ndarray, cube_yaw: float) -> float:
+        """Of the hand yaws that line the fingers up with the cube's faces, the one whose finger
+        axis (the hand's long side) is most nearly square to the direction of the post, so
+        that a cube dropped beside the post can be picked up again without hitting it."""
+        to_post = np.array([POST_X, 0.0]) - cube[:2]
+        to_post /= max(float(np.linalg.norm(to_post)), 1e-6)
+        base = super().grasp_yaw_for(cube, cube_yaw)
+        options = [base - np.pi / 2, base, base + np.pi / 2]
+        return min(
+            options, key=lambda yaw: abs(-np.sin(yaw) * to_post[0] + np.cos(yaw) * to_post[1])
+        )
+
     def carry(self, hand: np.ndarray) -> np.ndarray | None:
         cube = self.task.cube_pose()[0]
         offset = hand - cube  # where the hand holds the cube, relative to its centre
