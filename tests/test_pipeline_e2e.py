@@ -1,0 +1,142 @@
+"""The user's journey through the command lines: collect -> train -> eval, with real processes,
+real MuJoCo and real files, at toy sizes. Also: bad input stops each entry point with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "MUJOCO_GL": "egl"}
+
+TINY_TRAINING = [
+    "task.env_kwargs.obs_mode=state",
+    "backbone=mlp",
+    "backbone.kwargs.hidden_dims=[32,32]",
+    "policy.args.horizon=4",
+    "policy.args.n_action_steps=2",
+    "algo.num_steps=20",
+    "algo.warmup_steps=2",
+    "algo.log_every=5",
+    "algo.val_every=10",
+    "algo.eval_every=10",
+    "algo.checkpoint_every=10",
+    "data.batch_size=16",
+    "data.val_ratio=0.25",
+    "eval.n_episodes=2",
+    "eval.n_episodes_during_training=2",
+    "eval.n_envs=1",
+    "eval.video_episodes=1",
+    "task.max_episode_steps=12",
+    "torch_threads=1",
+    "logger=none",
+]
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    completed = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(
+            f"{args[0]} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+        )
+    return completed
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("journey")
+    dataset = work / "push.zarr"
+    _run(
+        "datasets/collect.py",
+        "n_episodes=4",
+        f"out={dataset}",
+        "task.env_kwargs.obs_mode=state",
+        f"hydra.run.dir={work / 'collect'}",
+    )
+    run_dir = work / "train"
+    _run("train.py", f"task.dataset_path={dataset}", *TINY_TRAINING, f"hydra.run.dir={run_dir}")
+    return {"work": work, "dataset": dataset, "run": run_dir}
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoints_metrics_plots_videos(trained):
+    run_dir = trained["run"]
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "latest.safetensors" in checkpoints and len(checkpoints) >= 2  # latest + top-k
+    summary = json.loads((run_dir / "eval.json").read_text())
+    assert summary["n_episodes"] == 2 and 0.0 <= summary["success_rate"] <= 1.0
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/loss" in m for m in metrics) and any("eval/success_rate" in m for m in metrics)
+    assert (run_dir / "loss.png").stat().st_size > 0
+    assert list((run_dir / "videos").glob("*.mp4"))
+
+
+@pytest.mark.slow
+def test_eval_reports_success_with_interval_and_latency(trained):
+    out = trained["work"] / "eval"
+    checkpoint = trained["run"] / "checkpoints" / "latest.safetensors"
+    completed = _run(
+        "eval.py",
+        f"checkpoint={checkpoint}",
+        "n_episodes=3",
+        "n_envs=1",
+        "video_episodes=1",
+        "max_episode_steps=12",
+        "sampler.num_steps=2",
+        f"hydra.run.dir={out}",
+    )
+    assert "95% CI" in completed.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_episodes"] == 3 and results["sampler"]["num_steps"] == 2
+    low, high = results["success_ci95"]
+    assert 0.0 <= low <= results["success_rate"] <= high <= 1.0
+    assert results["inference_ms_median"] > 0
+    assert len(results["videos"]) == 1 and Path(results["videos"][0]).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_eval_refuses_an_env_that_does_not_fit_the_policy(trained):
+    checkpoint = trained["run"] / "checkpoints" / "latest.safetensors"
+    completed = _run(
+        "eval.py",
+        f"checkpoint={checkpoint}",
+        "n_episodes=1",
+        "n_envs=1",
+        "video_episodes=0",
+        "+env_kwargs.action_space=joint_pos",
+        f"hydra.run.dir={trained['work'] / 'eval_bad'}",
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "action: the policy outputs shape [7], the env expects [8]" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_train_refuses_bad_input_before_training(trained, tmp_path):
+    bad_key = _run(
+        "train.py",
+        f"task.dataset_path={trained['dataset']}",
+        *TINY_TRAINING,
+        "obs_keys=[eef_pos,nope]",
+        f"hydra.run.dir={tmp_path / 'a'}",
+        check=False,
+    )
+    assert bad_key.returncode == 2
+    assert "nope: not an observation key of this dataset" in bad_key.stderr
+    missing = _run(
+        "train.py",
+        f"task.dataset_path={tmp_path / 'absent.zarr'}",
+        *TINY_TRAINING,
+        f"hydra.run.dir={tmp_path / 'b'}",
+        check=False,
+    )
+    assert missing.returncode == 2 and "python datasets/collect.py" in missing.stderr
+    assert not (tmp_path / "a" / "checkpoints").exists()
