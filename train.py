@@ -24,14 +24,14 @@ from robopolicy.data.errors import DatasetError
 from robopolicy.eval.evaluate import summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.checkpoint import CheckpointError
-from robopolicy.utils.device import resolve_device
+from robopolicy.training.distributed import init_distributed, shutdown
 
 ALGORITHMS = {"bc": train_bc}
 
 
 def run(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    device = resolve_device(cfg.device)
+    ranks, device = init_distributed(cfg.device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     if cfg.algo.name not in ALGORITHMS:
@@ -43,11 +43,16 @@ def run(cfg: DictConfig) -> Path:
             cfg.task.dataset_path,
             f"no dataset here; make one with: python datasets/collect.py task={cfg.task.name}",
         )
-    print(f"[train] run directory: {run_dir} (device {device})")
-    reached = ALGORITHMS[cfg.algo.name](cfg, run_dir, device)["step"]
+    print(f"[train] rank {ranks.rank}/{ranks.world_size}: run directory {run_dir}, device {device}")
+    outcome = ALGORITHMS[cfg.algo.name](cfg, run_dir, device, ranks)
+    if ranks.enabled:
+        print(f"[train] rank {ranks.rank} final weights digest {outcome['weights_digest']}")
+        shutdown(ranks)
+        if not ranks.is_main:
+            return run_dir
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
-    if reached < cfg.algo.num_steps:
-        print(f"[train] stopped at step {reached}; continue with resume={checkpoint}")
+    if outcome["step"] < cfg.algo.num_steps:
+        print(f"[train] stopped at step {outcome['step']}; continue with resume={checkpoint}")
         return run_dir
     policy, _ = load_policy(checkpoint, device=device)
     summary = summarize(evaluate_policy(policy, cfg, cfg.eval.n_episodes))

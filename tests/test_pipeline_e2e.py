@@ -140,3 +140,33 @@ def test_train_refuses_bad_input_before_training(trained, tmp_path):
     )
     assert missing.returncode == 2 and "python datasets/collect.py" in missing.stderr
     assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_keeps_replicas_identical(trained, tmp_path):
+    completed = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--nproc_per_node=2",
+            "train.py",
+            f"task.dataset_path={trained['dataset']}",
+            *TINY_TRAINING,
+            "algo.eval_every=0",
+            "eval.video_episodes=0",
+            f"hydra.run.dir={tmp_path / 'ddp'}",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    digests = {
+        line.split()[2]: line.split()[-1]
+        for line in completed.stdout.splitlines()
+        if "final weights digest" in line
+    }
+    assert set(digests) == {"0", "1"}, completed.stdout[-2000:]
+    assert digests["0"] == digests["1"]
+    assert (tmp_path / "ddp" / "eval.json").exists()

@@ -35,6 +35,13 @@ from robopolicy.eval.rollout import RolloutResult
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.registry import build_policy, policy_record
 from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robopolicy.training.distributed import (
+    SINGLE_PROCESS,
+    Distributed,
+    average_gradients,
+    broadcast_parameters,
+    weights_digest,
+)
 from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
 from robopolicy.training.rng import rng_state, seed_everything, set_rng_state
@@ -43,8 +50,18 @@ from robopolicy.training.top_k import TopKCheckpoints
 from robopolicy.utils.stats import wilson_interval
 
 
-def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict[str, Any]:
-    """Run behaviour cloning as configured; returns the last metrics and the step reached."""
+def train_bc(
+    cfg: DictConfig,
+    run_dir: Path,
+    device: torch.device | str,
+    ranks: Distributed = SINGLE_PROCESS,
+) -> dict[str, Any]:
+    """Run behaviour cloning as configured; returns the last metrics and the step reached.
+
+    Under torchrun (``ranks.world_size`` > 1) each rank trains on its share of the data, gradients
+    are averaged every step (robopolicy/training/distributed.py), and rank 0 alone logs, evaluates
+    and writes checkpoints.
+    """
     device = torch.device(device)
     seed_everything(cfg.seed)
     algo = cfg.algo
@@ -55,13 +72,21 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict
     normalizer.fit_replay_buffer(buffer, dataset.sampler.split.train)
     policy = build_policy(cfg.policy.kind, shape_meta, normalizer, _policy_args(cfg))
     policy.to(device)
+    if ranks.enabled:
+        broadcast_parameters(policy)
+        torch.manual_seed(cfg.seed + ranks.rank)  # each rank draws its own diffusion noise
     ema = EMA(policy, **algo.ema)
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=algo.lr, betas=tuple(algo.betas), weight_decay=algo.weight_decay
     )
     scheduler = warmup_cosine(optimizer, algo.warmup_steps, algo.num_steps)
     loader = make_dataloader(
-        dataset, cfg.data.batch_size, seed=cfg.seed, num_workers=cfg.data.num_workers
+        dataset,
+        cfg.data.batch_size,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
     val_dataset = dataset.get_validation_dataset() if cfg.data.val_ratio > 0 else None
     env_spec = {
@@ -75,6 +100,7 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict
         project=cfg.logger.project,
         run_name=run_dir.name,
         config=OmegaConf.to_container(cfg, resolve=True),
+        enabled=ranks.is_main,
     )
 
     step = 0
@@ -107,7 +133,13 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict
     batches = _endless(loader)
     wait_seconds = compute_seconds = 0.0
     metrics: dict[str, Any] = {}
-    progress = tqdm(total=algo.num_steps, initial=step, desc="train", dynamic_ncols=True)
+    progress = tqdm(
+        total=algo.num_steps,
+        initial=step,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not ranks.is_main,
+    )
     stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
     while step < stop_at:
         start = time.perf_counter()
@@ -118,6 +150,8 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict
             losses = policy.compute_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        if ranks.enabled:
+            average_gradients(list(policy.parameters()), ranks.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), algo.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -136,15 +170,20 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict
                 "train/grad_norm": grad_norm.item(),
                 "train/lr": scheduler.get_last_lr()[0],
                 "train/data_wait_share": wait_seconds / total,
-                "train/samples_per_s": algo.log_every * cfg.data.batch_size / total,
+                "train/samples_per_s": algo.log_every
+                * cfg.data.batch_size
+                * ranks.world_size
+                / total,
                 "train/epoch": loader.epoch,
             }
             wait_seconds = compute_seconds = 0.0
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-            if val_dataset is not None and (step % algo.val_every == 0 or step == algo.num_steps):
+            validate = step % algo.val_every == 0 or step == algo.num_steps
+            if ranks.is_main and val_dataset is not None and validate:
                 metrics["val/loss"] = _validation_loss(ema.averaged, val_dataset, cfg, autocast)
             logger.log(metrics, step)
-        if algo.eval_every and (step % algo.eval_every == 0 or step == algo.num_steps):
+        evaluate_now = algo.eval_every and (step % algo.eval_every == 0 or step == algo.num_steps)
+        if ranks.is_main and evaluate_now:
             result = evaluate_policy(ema.averaged, cfg, cfg.eval.n_episodes_during_training)
             low, high = wilson_interval(int(result.success.sum()), len(result.success))
             metrics = {
@@ -157,14 +196,15 @@ def train_bc(cfg: DictConfig, run_dir: Path, device: torch.device | str) -> dict
             for i, frames in enumerate(result.videos):
                 logger.video(f"step{step:07d}_episode{i}", frames, fps=cfg.task.fps, step=step)
             topk.offer(step, result.success_rate, checkpoint_state(metrics))
-        if step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at):
+        checkpoint_now = step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at)
+        if ranks.is_main and checkpoint_now:
             save_checkpoint(
                 run_dir / "checkpoints" / "latest.safetensors", checkpoint_state(metrics)
             )
     progress.close()
     logger.plot({"loss": ["train/loss", "val/loss"], "success": ["eval/success_rate"]})
     logger.finish()
-    return {"step": step, **metrics}
+    return {"step": step, "weights_digest": weights_digest(policy), **metrics}
 
 
 def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:

@@ -82,38 +82,60 @@ class ResumableRandomSampler(Sampler[int]):
 
     ``epoch`` and ``position`` (samples of this epoch already consumed) are advanced by
     ``ResumableDataLoader``; iterating yields the rest of the current epoch's order.
+
+    Multi-process training (``world_size`` > 1): every rank draws the same epoch order and takes
+    every ``world_size``-th index starting at its ``rank``, after trimming the order to a multiple
+    of ``world_size`` so that all ranks see the same number of samples and stay in step.
     """
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ):
         if n < 0:
             raise ValueError(f"the number of indices must be >= 0, got n={n}")
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
+        if 0 < n < world_size:
+            raise ValueError(f"{n} samples cannot be shared among world_size={world_size} ranks")
         self.n = int(n)
         self.seed = int(seed)
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.position = 0
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The full order of one epoch."""
+        """This rank's order of one epoch (the whole order when ``world_size`` is 1)."""
         if not self.shuffle:
-            return torch.arange(self.n)
-        # SeedSequence mixes (seed, epoch) so that no two pairs share a stream (seed + epoch would).
-        mixed = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
-        generator = torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
-        return torch.randperm(self.n, generator=generator)
+            full = torch.arange(self.n)
+        else:
+            # SeedSequence mixes (seed, epoch) so no two pairs share a stream (seed + epoch would).
+            mixed = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
+            generator = torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
+            full = torch.randperm(self.n, generator=generator)
+        usable = (self.n // self.world_size) * self.world_size
+        return full[:usable][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order(self.epoch)[self.position :].tolist())
 
     def __len__(self) -> int:
-        """A full epoch, also when resumed mid-epoch (schedules are planned in full epochs)."""
-        return self.n
+        """A full epoch of this rank, also when resumed mid-epoch (schedules plan full epochs)."""
+        return self.n // self.world_size
 
     def state_dict(self) -> dict:
-        keys = ("n", "seed", "shuffle", "epoch", "position")
+        keys = ("n", "seed", "shuffle", "world_size", "epoch", "position")
         return {key: getattr(self, key) for key in keys}
 
     def load_state_dict(self, state: dict) -> None:
+        if int(state.get("world_size", 1)) != self.world_size:
+            raise ValueError(
+                f"sampler state is from a run with world_size={state.get('world_size', 1)}; this "
+                f"run has world_size={self.world_size} (resume with the same number of processes)"
+            )
         if int(state["n"]) != self.n or bool(state["shuffle"]) != self.shuffle:
             raise ValueError(
                 f"sampler state is for n={state['n']}, shuffle={state['shuffle']}; this sampler "
@@ -143,7 +165,7 @@ class ResumableDataLoader:
         batch_size = self.loader.batch_size
         start = self.sampler.position
         for count, batch in enumerate(self.loader, start=1):
-            self.sampler.position = min(start + count * batch_size, self.sampler.n)
+            self.sampler.position = min(start + count * batch_size, len(self.sampler))
             yield batch
         self.sampler.epoch += 1
         self.sampler.position = 0
@@ -177,6 +199,8 @@ def make_dataloader(
     drop_last: bool = False,
     prefetch_factor: int = 2,
     pin_memory: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> ResumableDataLoader:
     """A resumable loader over ``dataset``, the same batches for any ``num_workers``.
 
@@ -184,6 +208,7 @@ def make_dataloader(
     empty), whose samples are a cheap numpy gather that costs less than a worker's per-batch
     shared-memory hand-off (see docs/benchmarks.md), else one worker per available core.
     ``num_workers=0`` loads in the calling process. ``pin_memory=None`` pins only with CUDA.
+    ``rank`` / ``world_size`` give each process of a multi-process run its share of every epoch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -191,7 +216,7 @@ def make_dataloader(
         num_workers = available_cores() if getattr(dataset, "image_keys", True) else 0
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    sampler = ResumableRandomSampler(len(dataset), seed=seed, shuffle=shuffle)
+    sampler = ResumableRandomSampler(len(dataset), seed, shuffle, rank, world_size)
     parallel = num_workers > 0
     loader = DataLoader(
         dataset,
