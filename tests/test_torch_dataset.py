@@ -121,3 +121,16 @@ def test_default_workers_only_for_datasets_that_decode_images(dataset):
 def test_workers_are_single_threaded():
     batches = run(make_dataloader(ListDataset(4), batch_size=2, num_workers=2))
     assert all(b["threads"].eq(1).all() and not b["blosc_threads"].any() for b in batches)
+
+
+def test_ranks_share_each_epoch_disjointly_and_equally():
+    from robopolicy.data.torch_dataset import ResumableRandomSampler
+
+    full = ResumableRandomSampler(11, seed=3)
+    shards = [ResumableRandomSampler(11, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert [len(s) for s in shards] == [5, 5]
+    orders = [s.order(4).tolist() for s in shards]
+    assert not set(orders[0]) & set(orders[1])
+    assert sorted(orders[0] + orders[1]) == sorted(full.order(4).tolist()[:10])
+    with pytest.raises(ValueError, match="world_size=2"):
+        shards[0].load_state_dict(full.state_dict())
