@@ -10,21 +10,17 @@ here, independently of training: ``sampler.num_steps=4 sampler.sampler=ddim``.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from robopolicy.data.errors import DatasetError
 from robopolicy.eval.evaluate import evaluate, summarize
 from robopolicy.policies.registry import load_policy
-from robopolicy.training.checkpoint import CheckpointError
 from robopolicy.training.run_logger import RunLogger
+from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.device import resolve_device
 
 
@@ -80,13 +76,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (DatasetError, CheckpointError, ValueError, OmegaConfBaseException) as error:
-        if os.environ.get("ROBOPOLICY_TRACEBACK"):
-            raise
-        print(f"eval.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors("eval.py", lambda: run(cfg))
 
 
 if __name__ == "__main__":

@@ -9,22 +9,19 @@ with one line naming the key, file or value at fault (set ROBOPOLICY_TRACEBACK=1
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from robopolicy.algos.bc import evaluate_policy, train_bc
 from robopolicy.data.errors import DatasetError
 from robopolicy.eval.evaluate import summarize
 from robopolicy.policies.registry import load_policy
-from robopolicy.training.checkpoint import CheckpointError
 from robopolicy.training.distributed import init_distributed, shutdown
+from robopolicy.utils.cli import run_reporting_errors
 
 ALGORITHMS = {"bc": train_bc}
 
@@ -68,13 +65,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (DatasetError, CheckpointError, ValueError, OmegaConfBaseException) as error:
-        if os.environ.get("ROBOPOLICY_TRACEBACK"):
-            raise
-        print(f"train.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors("train.py", lambda: run(cfg))
 
 
 if __name__ == "__main__":

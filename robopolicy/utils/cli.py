@@ -1,0 +1,31 @@
+"""Entry-point error handling: bad input ends a command with one line, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf.errors import OmegaConfBaseException
+
+from robopolicy.data.errors import DatasetError
+from robopolicy.training.checkpoint import CheckpointError
+
+# What a user's input (config, dataset, checkpoint) can be wrong with; anything else is a bug and
+# keeps its traceback.
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, OmegaConfBaseException)
+
+
+def run_reporting_errors(program: str, job: Callable[[], Any]) -> Any:
+    """Run ``job``; on a user error print ``<program>: error: <message>`` and exit with code 2.
+
+    ``ROBOPOLICY_TRACEBACK=1`` re-raises instead, for debugging.
+    """
+    try:
+        return job()
+    except USER_ERRORS as error:
+        if os.environ.get("ROBOPOLICY_TRACEBACK"):
+            raise
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(2)
