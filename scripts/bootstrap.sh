@@ -23,11 +23,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-PIP=".venv/bin/pip"
-$PIP install -q --upgrade pip
+# pip, minus the "Location ... is ignored" lines this machine's local index settings cause
+pip_install() { .venv/bin/pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip_install --upgrade pip
 # torch first and exactly: the local CPU wheel. Everything after it must reuse this build.
-$PIP install -q "torch==2.13.0"
-$PIP install -q -e ".[dev]" "torch==2.13.0"
+pip_install "torch==2.13.0"
+pip_install -e ".[dev]" "torch==2.13.0"
 .venv/bin/python - <<'PY'
 import torch
 assert torch.__version__.startswith("2.13.0"), f"pip resolved torch {torch.__version__}, expected 2.13.0"

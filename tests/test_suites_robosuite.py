@@ -6,7 +6,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import robosuite
 from gymnasium.utils.env_checker import check_env
+from robosuite.controllers import load_composite_controller_config
 
 from sim.experts import TeleopStyle, make_expert
 
@@ -131,3 +133,29 @@ def test_camera_images_are_not_blank():
     assert env.render().shape == (64, 64, 3)
     assert env.observation_space.contains(obs)
     env.close()
+
+
+def test_images_match_robosuite_renders_as_robomimic_stores_them():
+    """With reflections on, our camera images equal robosuite's own offscreen renders flipped
+    upright (what robomimic's env wrapper stores), pixel for pixel."""
+    cameras = ("agentview", "robot0_eye_in_hand")
+    theirs = robosuite.make(
+        "Lift",
+        robots="Panda",
+        controller_configs=load_composite_controller_config(controller="BASIC", robot="Panda"),
+        has_renderer=False,
+        has_offscreen_renderer=True,
+        use_camera_obs=True,
+        camera_names=list(cameras),
+        camera_heights=32,
+        camera_widths=32,
+        hard_reset=False,
+        seed=0,
+    )
+    raw = theirs.reset()
+    env = gym.make("robosuite/Lift-v0", cameras=cameras, image_size=32, reflections=True)
+    obs = env.unwrapped.set_sim_state(theirs.sim.get_state().flatten())
+    for cam in cameras:
+        np.testing.assert_array_equal(obs[f"{cam}_image"], raw[f"{cam}_image"][::-1], err_msg=cam)
+    env.close()
+    theirs.close()

@@ -8,9 +8,14 @@ Ids:
 
 - ``robosuite/Lift-v0``, ``robosuite/PickPlaceCan-v0``, ``robosuite/NutAssemblySquare-v0``: the
   robomimic benchmark tasks (Panda, OSC_POSE, 20 Hz, 7-D delta actions), horizon 400 as robomimic
-  evaluates them. Kwargs: ``cameras``, ``image_size``, ``render_mode``, ``terminate_on_success``.
+  evaluates them. Observations use robomimic's key names.
 - ``metaworld/<task>-v3`` for reach, push, pick-place, drawer-open, button-press-topdown and
   door-open: Meta-World MT1 tasks (goal observable), horizon 500 as Meta-World's own limit.
+
+Both take the kwargs ``cameras``, ``image_size``, ``render_mode``, ``render_camera``,
+``render_size``, ``terminate_on_success`` and ``reflections``, and offer ``get_sim_state()`` /
+``set_sim_state()`` on the unwrapped env. ``python -m sim.suites.measure_experts ID`` measures an
+expert's success rate.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ task class directly and keep what matters for comparison with published MT1 numb
 - **Success** is Meta-World's ``info["success"]``; with ``terminate_on_success`` the episode
   ends there (``terminated=True``). The horizon is Meta-World's 500 steps, applied by gymnasium's
   ``TimeLimit`` from the id's ``max_episode_steps``.
-- **Images** come from our own ``mujoco.Renderer`` with a 1024 shadow map and no reflections
-  unless asked for (see the robosuite module) rather than Meta-World's 480x480 renderer, so
+- **Images** come from our own ``mujoco.Renderer`` with a 1024 shadow map (MuJoCo's 4096 default
+  is slow on CPU) and no reflections unless asked for, rather than Meta-World's 480x480 renderer, so
   several cameras and sizes can coexist. On a loaded 2-core CPU one 84x84 camera renders at
   about 5-10 frames/s (shadows halve it; reflections barely matter here), state-only steps run
   at 200-2,000 steps/s.
@@ -52,7 +52,7 @@ class MetaWorldEnv(gym.Env):
         render_size: height and width of ``render()`` frames.
         terminate_on_success: end the episode (``terminated=True``) when the task is solved.
         reflections: render reflective surfaces. Off by default, as for robosuite (where it
-            costs 3x on CPU); turn it on to match images from Meta-World's own renderer.
+            costs 3x on CPU); turn it on to come closer to Meta-World's own renders.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # 5 substeps of 2.5 ms

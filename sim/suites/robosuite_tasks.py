@@ -14,10 +14,10 @@ format must be evaluable here without remapping anything. So:
   ``object-state``) and, when cameras are asked for, ``<camera>_image`` (uint8 HWC, 84x84 by
   default as in robomimic's image datasets).
 - **Images** are rendered by our own ``mujoco.Renderer`` on robosuite's model and data instead of
-  robosuite's offscreen context: it returns images upright (as robomimic stores them after its own
-  vertical flip) and lets us make camera observations affordable on CPU (EGL/llvmpipe): a 1024
-  shadow map instead of MuJoCo's 4096, and no reflections unless asked for (``reflections``).
-  One 84x84 camera then renders at about 16 frames/s instead of 5 (2 loaded CPU cores).
+  robosuite's offscreen context, with robosuite's geom groups (collision geoms hidden). With
+  ``reflections=True`` they equal robosuite's renders flipped upright, as robomimic stores them,
+  pixel for pixel. Reflections are off by default: on CPU (EGL/llvmpipe) one 84x84 camera then
+  renders at about 16 frames/s instead of 5, for a mean pixel change under 1/255.
 - **Episodes end** with ``terminated=True`` on task success (robomimic's rollouts stop there too)
   and with ``truncated=True`` at the horizon, applied by gymnasium's ``TimeLimit`` from the id's
   ``max_episode_steps`` (robomimic's evaluation horizon, 400 for all three tasks).
@@ -43,7 +43,6 @@ from robosuite.controllers import load_composite_controller_config
 TASKS = ("Lift", "PickPlaceCan", "NutAssemblySquare")  # robosuite environment names
 
 CONTROL_FREQ = 20  # Hz, robomimic's datasets were recorded at this rate
-SHADOW_MAP_SIZE = 1024  # MuJoCo's default 4096 caps rendering near 40 frames/s on llvmpipe
 
 
 class RobosuiteEnv(gym.Env):
@@ -106,8 +105,10 @@ class RobosuiteEnv(gym.Env):
         )
         self.model: mujoco.MjModel = self.rs.sim.model._model
         self.data: mujoco.MjData = self.rs.sim.data._data
-        self.model.vis.quality.shadowsize = SHADOW_MAP_SIZE
         self._renderers: dict[int, mujoco.Renderer] = {}
+        # As robosuite renders: visual meshes (geom group 1) only, collision geoms (group 0) hidden.
+        self._scene_option = mujoco.MjvOption()
+        self._scene_option.geomgroup[0] = 0
 
         state_dims = {k: v.shape for k, v in self._state_obs(self.rs.reset()).items()}
         obs_spaces: dict[str, spaces.Space] = {
@@ -195,5 +196,5 @@ class RobosuiteEnv(gym.Env):
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = self.reflections
             self._renderers[size] = renderer
         renderer = self._renderers[size]
-        renderer.update_scene(self.data, camera=camera)
+        renderer.update_scene(self.data, camera=camera, scene_option=self._scene_option)
         return renderer.render()
