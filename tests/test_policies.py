@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from robopolicy.data.normalizer import Normalizer
-from robopolicy.policies import DiffusionPolicy, FlowPolicy
+from robopolicy.policies import DiffusionPolicy, FlowPolicy, RegressionPolicy
 
 torch.set_num_threads(1)
 
@@ -169,6 +169,7 @@ def test_real_normalizer_images_and_checkpoint_round_trip(cls):
         (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddpm", "seed": 0}),
         (FlowPolicy, {"time_sampling": "beta"}, {"solver": "euler"}),
         (FlowPolicy, {"time_sampling": "uniform"}, {"solver": "heun"}),
+        (RegressionPolicy, {}, {}),
     ],
 )
 def test_overfits_tiny_dataset(cls, kwargs, options):
@@ -420,3 +421,23 @@ def test_bad_inputs():
         policy.predict_action({"other": torch.randn(3, TO, 4)})
     with pytest.raises(TypeError):
         policy.predict_action(make_obs(), eta=0.5)  # a diffusion option given to a flow policy
+
+
+def test_regression_policy_averages_modes_and_ignores_noise():
+    """Two demonstrations disagree for the same observation: regression predicts their mean."""
+    policy = make_policy(RegressionPolicy, backbone_kwargs={"hidden_dims": [64, 64]})
+    obs = {"state": torch.ones(2, TO, 4)}
+    actions = torch.stack([torch.full((HORIZON, 2), 1.0), torch.full((HORIZON, 2), -1.0)])
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = policy.compute_loss({"obs": obs, "action": actions})["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    policy.eval()
+    first = policy.predict_action(obs, noise=torch.randn(2, HORIZON, 2))["action_pred"]
+    second = policy.predict_action(obs, noise=torch.randn(2, HORIZON, 2))["action_pred"]
+    assert torch.equal(first, second)
+    assert first.abs().max().item() < 0.1
+    with pytest.raises(ValueError, match="exactly 1 step"):
+        policy.predict_action(obs, num_steps=4)

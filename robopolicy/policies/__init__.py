@@ -1,8 +1,17 @@
-"""Visuomotor policies over action chunks: diffusion (DDPM/DDIM) and flow matching, one interface
-(``BasePolicy``): ``compute_loss``, ``predict_action``, ``sample_chain``, ``step_distribution``."""
+"""Visuomotor policies over action chunks: diffusion (DDPM/DDIM), flow matching and a regression
+baseline, one interface (``BasePolicy``): ``compute_loss``, ``predict_action``, ``sample_chain``,
+``step_distribution``."""
 
 from robopolicy.policies.base import BasePolicy, DenoisingStep, gaussian_log_prob
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.flow import FlowPolicy
+from robopolicy.policies.regression import RegressionPolicy
 
-__all__ = ["BasePolicy", "DenoisingStep", "DiffusionPolicy", "FlowPolicy", "gaussian_log_prob"]
+__all__ = [
+    "BasePolicy",
+    "DenoisingStep",
+    "DiffusionPolicy",
+    "FlowPolicy",
+    "RegressionPolicy",
+    "gaussian_log_prob",
+]

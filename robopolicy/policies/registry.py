@@ -17,9 +17,14 @@ from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.flow import FlowPolicy
+from robopolicy.policies.regression import RegressionPolicy
 from robopolicy.training.checkpoint import CheckpointError, load_checkpoint
 
-POLICY_KINDS: dict[str, type[BasePolicy]] = {"diffusion": DiffusionPolicy, "flow": FlowPolicy}
+POLICY_KINDS: dict[str, type[BasePolicy]] = {
+    "diffusion": DiffusionPolicy,
+    "flow": FlowPolicy,
+    "regression": RegressionPolicy,
+}
 
 
 def build_policy(
