@@ -9,8 +9,11 @@ Ids:
 - ``robosuite/Lift-v0``, ``robosuite/PickPlaceCan-v0``, ``robosuite/NutAssemblySquare-v0``: the
   robomimic benchmark tasks (Panda, OSC_POSE, 20 Hz, 7-D delta actions), horizon 400 as robomimic
   evaluates them. Observations use robomimic's key names.
-- ``metaworld/<task>-v3`` for reach, push, pick-place, drawer-open, button-press-topdown and
-  door-open: Meta-World MT1 tasks (goal observable), horizon 500 as Meta-World's own limit.
+- ``metaworld/<task>-v3`` for reach, push, pick-place, drawer-open and button-press-topdown:
+  Meta-World MT1 tasks (goal observable), horizon 500 as Meta-World's own limit. A task is offered
+  only when its scripted expert meets our bar of 95% success over 100 seeds: door-open is left
+  out because Meta-World's own door-open policy succeeds 92/100 here (it gets stuck on the
+  handle; a longer horizon does not help).
 
 Both take the kwargs ``cameras``, ``image_size``, ``render_mode``, ``render_camera``,
 ``render_size``, ``terminate_on_success`` and ``reflections``, and offer ``get_sim_state()`` /
@@ -33,7 +36,6 @@ METAWORLD_TASKS = (
     "pick-place-v3",
     "drawer-open-v3",
     "button-press-topdown-v3",
-    "door-open-v3",
 )
 METAWORLD_HORIZON = 500  # Meta-World's max_path_length
 
