@@ -21,6 +21,7 @@ from robopolicy.data.errors import DatasetError
 from robopolicy.eval.evaluate import summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.distributed import init_distributed, shutdown
+from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
 
 ALGORITHMS = {"bc": train_bc}
@@ -52,8 +53,14 @@ def run(cfg: DictConfig) -> Path:
         print(f"[train] stopped at step {outcome['step']}; continue with resume={checkpoint}")
         return run_dir
     policy, _ = load_policy(checkpoint, device=device)
-    summary = summarize(evaluate_policy(policy, cfg, cfg.eval.n_episodes))
+    result = evaluate_policy(policy, cfg, cfg.eval.n_episodes)
+    summary = summarize(result)
     summary["checkpoint"] = str(checkpoint)
+    logger = RunLogger(run_dir, wandb_mode="disabled")
+    videos = [
+        logger.video(f"final_episode{i}", f, cfg.task.fps) for i, f in enumerate(result.videos)
+    ]
+    summary["videos"] = [str(path) for path in videos]
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
     print(
