@@ -130,3 +130,35 @@ def test_collect_script_with_images_and_two_workers(tmp_path):
         rendered = env.unwrapped.observation()
         for key in ("scene_rgb", "wrist_rgb", "eef_pos", "object_state"):
             np.testing.assert_array_equal(rendered[key], buffer.data[key][step], err_msg=key)
+
+
+@pytest.mark.slow
+def test_collected_dataset_shows_in_inspect(tmp_path):
+    out = tmp_path / "push.zarr"
+    collected = subprocess.run(
+        [
+            sys.executable,
+            str(COLLECT),
+            "n_episodes=2",
+            f"out={out}",
+            "task.env_kwargs.image_size=32",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    report = tmp_path / "report"
+    shown = subprocess.run(
+        [sys.executable, str(REPO / "datasets" / "inspect.py"), str(out), "--out", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "scene_rgb" in shown.stdout and "episodes" in shown.stdout
+    assert [p.suffix for p in sorted(report.iterdir())].count(".mp4") >= 1
+    assert any(p.suffix == ".png" and p.stat().st_size > 0 for p in report.iterdir())
