@@ -222,7 +222,7 @@ def data_wait(steps: int) -> dict:
         for workers in (0, 1):
             loader = make_dataloader(dataset, 64, num_workers=workers)
             wait = compute = 0.0
-            iterator = iter(loader)
+            iterator = _endless(loader)
             next(iterator)
             for _ in range(steps):
                 start = time.perf_counter()
@@ -241,6 +241,11 @@ def data_wait(steps: int) -> dict:
                 f"{rate:.0f} samples/s"
             )
     return out
+
+
+def _endless(loader):
+    while True:
+        yield from loader
 
 
 def main() -> None:
