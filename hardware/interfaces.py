@@ -1,0 +1,241 @@
+"""The small interfaces every robot backend implements: arms, grippers, cameras, and a robot.
+
+A robot is named arms + grippers + cameras. A deploy loop only ever reads states and frames and
+sends commands; everything else (connections, control modes, drivers) lives behind these classes,
+so the MuJoCo sim arm and a real arm are interchangeable by config.
+
+Time. Every timestamp is in seconds on the host's ``time.monotonic`` clock (drivers map device
+clocks onto it), so observations and commands from different devices can be compared:
+
+* observations carry the time they were *captured* (an arm state: when it was measured; a camera
+  frame: the sensor's capture time, plus when it reached the host), so a runtime can compensate
+  for latency;
+* commands carry the time by which they should be *reached* (``target_time``), so a runtime can
+  schedule a chunk of actions and a safety layer can drop commands that arrive too late.
+
+Conventions. Arrays are float64 numpy arrays (images uint8); positions in metres, angles in
+radians, orientations as unit quaternions ``(w, x, y, z)`` in the robot's base/world frame, as in
+the sim (``eef_quat``). Joint vectors are ordered base to tip.
+
+An arm's ``send_command`` is meant to be reached only through a ``hardware.safety.SafetyLayer``;
+the interfaces themselves check shapes, not limits.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _vector(name: str, value: object, size: int | None = None) -> np.ndarray:
+    """A float64 copy of ``value`` as a vector of ``size`` entries (None: any), else ValueError."""
+    array = np.array(value, dtype=np.float64)
+    if array.ndim != 1 or (size is not None and array.shape[0] != size):
+        raise ValueError(f"{name} has shape {array.shape}; expected ({size or 'n'},)")
+    return array
+
+
+@dataclass(frozen=True)
+class ArmState:
+    """One measurement of an arm.
+
+    ``joint_positions`` and ``joint_velocities`` (n,) in rad and rad/s; ``ee_position`` (3,) and
+    ``ee_quat`` (4, wxyz) the end effector's (grip site's) pose; ``timestamp`` the capture time
+    (monotonic seconds).
+    """
+
+    joint_positions: np.ndarray
+    joint_velocities: np.ndarray
+    ee_position: np.ndarray
+    ee_quat: np.ndarray
+    timestamp: float
+
+    def __post_init__(self) -> None:
+        positions = _vector("joint_positions", self.joint_positions)
+        object.__setattr__(self, "joint_positions", positions)
+        object.__setattr__(
+            self,
+            "joint_velocities",
+            _vector("joint_velocities", self.joint_velocities, positions.shape[0]),
+        )
+        object.__setattr__(self, "ee_position", _vector("ee_position", self.ee_position, 3))
+        object.__setattr__(self, "ee_quat", _vector("ee_quat", self.ee_quat, 4))
+
+
+@dataclass(frozen=True)
+class ArmCommand:
+    """A target for an arm: joint positions *or* an end-effector pose, to be reached at
+    ``target_time`` (monotonic seconds). Build one with ``ArmCommand.joints`` or
+    ``ArmCommand.pose``. Values are copied, so a policy may reuse its buffers."""
+
+    target_time: float
+    joint_positions: np.ndarray | None = None
+    ee_position: np.ndarray | None = None
+    ee_quat: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        has_joints = self.joint_positions is not None
+        has_pose = (self.ee_position is not None, self.ee_quat is not None)
+        if has_joints == any(has_pose) or (any(has_pose) and not all(has_pose)):
+            raise ValueError(
+                "an ArmCommand needs either joint_positions or both ee_position and ee_quat"
+            )
+        object.__setattr__(self, "target_time", float(self.target_time))
+        if has_joints:
+            joints = _vector("joint_positions", self.joint_positions)
+            object.__setattr__(self, "joint_positions", joints)
+        else:
+            object.__setattr__(self, "ee_position", _vector("ee_position", self.ee_position, 3))
+            object.__setattr__(self, "ee_quat", _vector("ee_quat", self.ee_quat, 4))
+
+    @classmethod
+    def joints(cls, positions: np.ndarray, target_time: float) -> ArmCommand:
+        """Joint-position target (rad, base to tip)."""
+        return cls(target_time, joint_positions=positions)
+
+    @classmethod
+    def pose(cls, position: np.ndarray, quat: np.ndarray, target_time: float) -> ArmCommand:
+        """End-effector pose target: position (m) and orientation quaternion (wxyz)."""
+        return cls(target_time, ee_position=position, ee_quat=quat)
+
+    @property
+    def is_joint(self) -> bool:
+        return self.joint_positions is not None
+
+
+@dataclass(frozen=True)
+class GripperState:
+    """A gripper measurement: ``opening`` in [0, 1] (0 closed, 1 fully open), ``width`` the
+    finger gap in metres where the hardware reports one, ``timestamp`` the capture time."""
+
+    opening: float
+    timestamp: float
+    width: float | None = None
+
+
+@dataclass(frozen=True)
+class GripperCommand:
+    """A gripper target: ``opening`` in [0, 1] (0 closed, 1 fully open) by ``target_time``.
+
+    The sim's action convention (-1 open, +1 closed) maps to ``opening = (1 - action) / 2``.
+    """
+
+    opening: float
+    target_time: float
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One camera frame: ``color`` (H, W, 3) uint8 RGB; ``depth`` (H, W) float32 metres or None;
+    ``capture_time`` the sensor's capture time mapped onto the monotonic clock, ``receive_time``
+    when the frame reached the host (their difference is the transport latency)."""
+
+    color: np.ndarray
+    capture_time: float
+    receive_time: float
+    depth: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        color = self.color
+        if color.dtype != np.uint8 or color.ndim != 3 or color.shape[2] != 3:
+            raise ValueError(f"color must be (H, W, 3) uint8; got {color.shape} {color.dtype}")
+        depth = self.depth
+        if depth is not None and (depth.dtype != np.float32 or depth.shape != color.shape[:2]):
+            raise ValueError(
+                f"depth must be (H, W) float32 matching color {color.shape[:2]}; "
+                f"got {depth.shape} {depth.dtype}"
+            )
+
+
+class Device(abc.ABC):
+    """Anything holding a connection: ``close()`` releases it; usable as a context manager."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the device. An arm stops its motion first. Safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Arm(Device):
+    """A position-controlled arm.
+
+    ``hold`` and ``stop`` are the safe fallbacks a safety layer uses; they must work at any time,
+    also from another thread than the one sending commands. Both are idempotent: repeated calls
+    keep the state the first one entered, until the next ``send_command`` leaves it.
+    """
+
+    @abc.abstractmethod
+    def read_state(self) -> ArmState:
+        """The latest measured state."""
+
+    @abc.abstractmethod
+    def send_command(self, command: ArmCommand) -> None:
+        """Start moving towards ``command``'s target so as to arrive at its ``target_time``
+        (interpolating from the current state, not sooner: the safety layer's velocity limits
+        assume it). Returns at once; the newest command replaces any earlier one."""
+
+    @abc.abstractmethod
+    def hold(self) -> None:
+        """Actively hold the pose measured now (a controlled stop: brake to rest there)."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop the arm as the hardware's protective stop does (brakes, or power off the
+        motion); a later ``send_command`` resumes only where the hardware allows it."""
+
+
+class Gripper(Device):
+    """A gripper commanded by a normalized opening."""
+
+    @abc.abstractmethod
+    def read_state(self) -> GripperState:
+        """The latest measured state."""
+
+    @abc.abstractmethod
+    def send_command(self, command: GripperCommand) -> None:
+        """Start moving towards ``command.opening``; returns at once."""
+
+
+class Camera(Device):
+    """A camera streaming frames in the background."""
+
+    @abc.abstractmethod
+    def read(self) -> CameraFrame:
+        """The newest frame (blocks until the first one has arrived)."""
+
+
+@dataclass
+class Robot:
+    """Named arms, grippers and cameras, e.g. ``arms={"right": ...}, cameras={"wrist": ...}``.
+
+    Closing the robot closes arms first (they stop), then grippers, then cameras.
+    """
+
+    arms: dict[str, Arm] = field(default_factory=dict)
+    grippers: dict[str, Gripper] = field(default_factory=dict)
+    cameras: dict[str, Camera] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close every device even if one fails, then re-raise the first failure."""
+        errors: list[Exception] = []
+        for group in (self.arms, self.grippers, self.cameras):
+            for device in group.values():
+                try:
+                    device.close()
+                except Exception as error:  # the other devices must still close
+                    errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Robot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
