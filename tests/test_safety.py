@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from hardware.interfaces import Arm, ArmCommand, ArmState, Robot
 from hardware.estop import bind_estop_key, bind_estop_signal
+from hardware.interfaces import Arm, ArmCommand, ArmState, Robot
 from hardware.safety import SafetyLayer, SafetyLimits, rotation_angle
 
 PERIOD = 0.01
