@@ -20,6 +20,8 @@ Motion is rate-limited and noised by ``HandMotion``, so a ``TeleopStyle`` shapes
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import gymnasium as gym
 import numpy as np
 
@@ -43,7 +45,7 @@ GRASP_PHASES = ("approach", "descend", "close", "retreat")
 MAX_SWITCHES = 8  # phase switches allowed within one policy step (a cycle would be a bug)
 
 
-class GraspExpert:
+class GraspExpert(ABC):
     """Base for experts that grasp one cube (``task.cube_geom``, pose from ``cube_body``)."""
 
     cube_body = "cube"
@@ -138,10 +140,10 @@ class GraspExpert:
             return motion.toward(self.grasp_point, self.grasp_yaw, GRIPPER_CLOSED, TRAVEL_SPEED)
         raise AssertionError(f"unknown phase {self.phase!r}")
 
+    @abstractmethod
     def carry(self, hand: np.ndarray) -> np.ndarray | None:
         """The action while the cube is held (phase ``carry`` or ``carry_<name>``); None after
         switching phase."""
-        raise NotImplementedError
 
     def after_release(self, hand: np.ndarray) -> np.ndarray | None:
         """The action in a subclass's phases after letting go of the cube; None after switching

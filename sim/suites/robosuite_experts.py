@@ -22,6 +22,8 @@ through ``env.unwrapped.rs`` (the robosuite environment), never the observation.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import gymnasium as gym
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -45,7 +47,7 @@ def _yaw_of(rotation: np.ndarray) -> float:
     return float(np.arctan2(rotation[1, 0], rotation[0, 0]))
 
 
-class _PhaseExpert:
+class _PhaseExpert(ABC):
     """Shared servo, phase bookkeeping and teleop style; subclasses write ``_plan``."""
 
     def __init__(self, env: gym.Env, style: TeleopStyle):
@@ -76,9 +78,9 @@ class _PhaseExpert:
         hold = np.array([0, 0, 0, 0, 0, 0, grip], dtype=np.float32)  # a pause: arm still
         return self.noise(self._servo(target, yaw, grip), hold)
 
+    @abstractmethod
     def _plan(self) -> tuple[np.ndarray, float, float]:
         """(grip-site target position, target yaw, gripper command) for the current phase."""
-        raise NotImplementedError
 
     # -- helpers for subclasses ------------------------------------------------------------------
 
