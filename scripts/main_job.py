@@ -22,7 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "datasets" / "data" / "push_cube.zarr"
-N_DEMOS = 100
+# 300 demonstrations (~1.5 minutes to collect with 2 workers): trained on 100, a policy predicts
+# the actions of unseen cube and target positions markedly worse (held-out R^2 of the sideways
+# action ~0.7, against ~0.85 with 300).
+N_DEMOS = 300
+N_WORKERS = 2  # collection worker processes (one env each)
 
 
 def step(title: str, command: list[str]) -> None:
@@ -42,7 +46,13 @@ def main() -> None:
     else:
         step(
             "collect demonstrations",
-            ["datasets/collect.py", "task=push_cube", f"n_episodes={N_DEMOS}", f"out={DATASET}"],
+            [
+                "datasets/collect.py",
+                "task=push_cube",
+                f"n_episodes={N_DEMOS}",
+                f"n_workers={N_WORKERS}",
+                f"out={DATASET}",
+            ],
         )
     step("inspect", ["datasets/inspect.py", str(DATASET), "--out", str(run_dir / "inspect")])
     step(
