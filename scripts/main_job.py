@@ -76,7 +76,8 @@ def main() -> None:
         ("rollout videos", run_dir / "train" / "videos"),
         ("checkpoint", run_dir / "train" / "checkpoints" / "latest.safetensors"),
     ]:
-        print(f"  {label:24s} {path}")
+        if path.exists():
+            print(f"  {label:24s} {path}")
 
 
 if __name__ == "__main__":
