@@ -67,6 +67,8 @@ def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
         raise ConfigError(
             f"n_episodes={cfg.n_episodes} and n_workers={cfg.n_workers} must both be >= 1"
         )
+    if float(cfg.injected_noise_std) < 0:
+        raise ConfigError(f"injected_noise_std={cfg.injected_noise_std} must be >= 0")
     try:
         env = make_env(task)
     except (ValueError, TypeError) as error:
@@ -113,6 +115,7 @@ def collect(cfg: DictConfig) -> Path:
         **default_provenance("datasets/collect.py"),
         "expert": f"scripted expert for {task['env_id']}",
         "teleop_style": asdict(style),
+        "injected_noise_std": float(cfg.injected_noise_std),
         "first_seed": int(cfg.seed),
     }
     # at most n_episodes + max_failures attempts: more failures than that and the run falls short
@@ -124,6 +127,7 @@ def collect(cfg: DictConfig) -> Path:
         task["max_episode_steps"],
         style,
         bool(cfg.store_sim_state),
+        float(cfg.injected_noise_std),
     )
     written = failed = 0
     with (

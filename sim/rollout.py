@@ -5,6 +5,13 @@ action, the reward it earned, and whether the episode ended on it; the observati
 last action is not kept (the diffusion_policy replay-buffer convention). Everything here is
 deterministic given ``seed``: the env is reset with it and the expert draws from
 ``np.random.default_rng(seed)``.
+
+Noise injection (DART, Laskey et al. 2017): with ``injected_noise_std > 0`` the env executes the
+expert's action plus Gaussian noise (gripper entry untouched, clipped to the action space), while
+the dataset records the expert's own action. The demonstrations then visit the slightly-off states
+a learned policy drifts into, each labelled with the expert's correction, which counters the
+compounding error of behaviour cloning. Unlike ``TeleopStyle`` noise, which is part of the
+demonstrated behaviour and recorded, injected noise is never recorded.
 """
 
 from __future__ import annotations
@@ -26,11 +33,17 @@ class ExpertEpisode:
 
 
 def record_expert_episode(
-    env: gym.Env, expert: Expert, seed: int, record_sim_state: bool = True
+    env: gym.Env,
+    expert: Expert,
+    seed: int,
+    record_sim_state: bool = True,
+    injected_noise_std: float = 0.0,
 ) -> ExpertEpisode:
     """Roll out ``expert`` in ``env`` from ``reset(seed=seed)`` until termination or truncation."""
     obs, info = env.reset(seed=seed)
     expert.reset(np.random.default_rng(seed))
+    injection_rng = np.random.default_rng([seed, 1])  # independent of the expert's own draws
+    low, high = env.action_space.low, env.action_space.high
     columns: dict[str, list] = {key: [] for key in obs}
     columns.update(action=[], reward=[], done=[])
     if record_sim_state:
@@ -43,7 +56,11 @@ def record_expert_episode(
         for key, value in obs.items():
             columns[key].append(value)
         action = expert.act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
+        executed = np.array(action, dtype=np.float64)
+        if injected_noise_std > 0:
+            executed[:-1] += injection_rng.normal(0.0, injected_noise_std, len(executed) - 1)
+        executed = np.clip(executed, low, high).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(executed)
         done = terminated or truncated
         success = bool(info.get("is_success", False))
         columns["action"].append(np.asarray(action, dtype=np.float32))
@@ -67,16 +84,26 @@ def init_worker(
     max_episode_steps: int,
     style: TeleopStyle,
     record_sim_state: bool,
+    injected_noise_std: float = 0.0,
 ) -> None:
     """Pool initializer: build this process's env and expert."""
     import sim  # noqa: F401  (registers the env ids in a fresh process)
 
     env = gym.make(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
-    _worker.update(env=env, expert=make_expert(env, style), record_sim_state=record_sim_state)
+    _worker.update(
+        env=env,
+        expert=make_expert(env, style),
+        record_sim_state=record_sim_state,
+        injected_noise_std=injected_noise_std,
+    )
 
 
 def worker_episode(seed: int) -> ExpertEpisode:
     """Pool task: one episode with this process's env and expert."""
     return record_expert_episode(
-        _worker["env"], _worker["expert"], seed, _worker["record_sim_state"]
+        _worker["env"],
+        _worker["expert"],
+        seed,
+        _worker["record_sim_state"],
+        _worker["injected_noise_std"],
     )

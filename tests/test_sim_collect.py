@@ -162,3 +162,26 @@ def test_collected_dataset_shows_in_inspect(tmp_path):
     assert "scene_rgb" in shown.stdout and "episodes" in shown.stdout
     assert [p.suffix for p in sorted(report.iterdir())].count(".mp4") >= 1
     assert any(p.suffix == ".png" and p.stat().st_size > 0 for p in report.iterdir())
+
+
+def test_injected_noise_is_executed_but_not_recorded():
+    """DART: the env runs noisy actions; the dataset keeps the expert's own (clean) actions."""
+    import gymnasium as gym
+
+    import sim  # noqa: F401
+    from sim.experts import make_expert
+    from sim.rollout import record_expert_episode
+
+    env = gym.make("robopolicy/PushCube-v0", obs_mode="state")
+    expert = make_expert(env)
+    clean = record_expert_episode(env, expert, seed=3)
+    noisy = record_expert_episode(env, expert, seed=3, injected_noise_std=0.2)
+    assert noisy.steps["eef_pos"].shape != clean.steps["eef_pos"].shape or not np.allclose(
+        noisy.steps["eef_pos"], clean.steps["eef_pos"]
+    ), "the noise must change the trajectory"
+    # the PushCube expert is memoryless: at every recorded state it gives the recorded action
+    expert.reset(np.random.default_rng(3))
+    for t in range(0, len(noisy.steps["action"]), 5):
+        env.unwrapped.set_sim_state(noisy.steps["sim_state"][t])
+        obs = env.unwrapped.observation()
+        np.testing.assert_allclose(expert.act(obs), noisy.steps["action"][t], atol=1e-6)
