@@ -31,7 +31,13 @@ import mujoco
 import numpy as np
 
 from sim.envs.base import TabletopEnv
-from sim.envs.task_helpers import GraspCheck, add_box_body, firm_grasps, set_planar_pose
+from sim.envs.task_helpers import (
+    GraspCheck,
+    add_box_body,
+    add_target_disc,
+    firm_grasps,
+    set_planar_pose,
+)
 
 CUBE_HALF_SIZE = 0.02
 CUBE_MASS = 0.05
@@ -75,16 +81,7 @@ class AroundObstacleEnv(TabletopEnv):
             pos=[POST_X, 0.0, POST_HEIGHT / 2],
             rgba=[0.35, 0.35, 0.4, 1.0],
         )
-        target = spec.worldbody.add_body(name="target", mocap=True, pos=[0.0, 0.0, 0.0])
-        target.add_geom(
-            name="target_disc",
-            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
-            size=[TARGET_DISC_RADIUS, 0.0005, 0.0],
-            pos=[0.0, 0.0, 0.0006],
-            rgba=[0.2, 0.75, 0.3, 0.8],
-            contype=0,
-            conaffinity=0,
-        )
+        add_target_disc(spec, TARGET_DISC_RADIUS)
 
     def reset_task(self) -> None:
         cube_xy = self.np_random.uniform(CUBE_LOW, CUBE_HIGH)

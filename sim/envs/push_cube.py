@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 
 from sim.envs.base import TabletopEnv
+from sim.envs.task_helpers import add_target_disc
 
 CUBE_HALF_SIZE = 0.025
 SUCCESS_RADIUS = 0.03
@@ -44,16 +45,7 @@ class PushCubeEnv(TabletopEnv):
             mass=0.1,
             friction=[0.6, 0.005, 0.0001],
         )
-        target = spec.worldbody.add_body(name="target", mocap=True, pos=[0.0, 0.0, 0.0])
-        target.add_geom(
-            name="target_disc",
-            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
-            size=[TARGET_DISC_RADIUS, 0.0005, 0.0],
-            pos=[0.0, 0.0, 0.0006],
-            rgba=[0.2, 0.75, 0.3, 0.8],
-            contype=0,
-            conaffinity=0,
-        )
+        add_target_disc(spec, TARGET_DISC_RADIUS)
 
     def reset_task(self) -> None:
         cube_xy = self.np_random.uniform(SPAWN_LOW, SPAWN_HIGH)

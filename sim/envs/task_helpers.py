@@ -69,6 +69,22 @@ def add_box_body(
     )
 
 
+def add_target_disc(spec: mujoco.MjSpec, radius: float) -> None:
+    """A flat green disc on the table marking the goal, on a mocap body named ``target`` (its
+    position is part of the simulator state, so a stored state re-renders it in place). Visual
+    only: it collides with nothing."""
+    target = spec.worldbody.add_body(name="target", mocap=True, pos=[0.0, 0.0, 0.0])
+    target.add_geom(
+        name="target_disc",
+        type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+        size=[radius, 0.0005, 0.0],
+        pos=[0.0, 0.0, 0.0006],
+        rgba=[0.2, 0.75, 0.3, 0.8],
+        contype=0,
+        conaffinity=0,
+    )
+
+
 def firm_grasps(spec: mujoco.MjSpec) -> None:
     """Make friction constraints stiffer than normal ones (MuJoCo's ``impratio``, scene-wide), so
     a held cube does not creep out of the fingers: with the default 1 a still grasp lets a 50 g
