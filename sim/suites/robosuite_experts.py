@@ -82,6 +82,23 @@ class _PhaseExpert(ABC):
     def _plan(self) -> tuple[np.ndarray, float, float]:
         """(grip-site target position, target yaw, gripper command) for the current phase."""
 
+    def grasp_from_above(
+        self, grasp: np.ndarray, yaw: float, hover_tol: float = 0.015, grasp_tol: float = 0.008
+    ) -> tuple[np.ndarray, float, float] | None:
+        """Phases 0-2, the same for every task: hover above the grasp point (aligned to ``yaw``),
+        descend around the object, close. Returns the plan, or None once past phase 2."""
+        if self.phase == 0:
+            target = grasp + [0.0, 0.0, self.hover]
+            self.next_phase_if(self.at(target, hover_tol, yaw))
+            return target, yaw, OPEN
+        if self.phase == 1:
+            self.next_phase_if(self.at(grasp, grasp_tol))
+            return grasp, yaw, OPEN
+        if self.phase == 2:
+            self.next_phase_if(False, budget=self.close_steps)
+            return grasp, yaw, CLOSED
+        return None
+
     # -- helpers for subclasses ------------------------------------------------------------------
 
     @property
@@ -151,16 +168,9 @@ class LiftExpert(_PhaseExpert):
         grasp = cube + [0.0, 0.0, self.grasp_dz]
         if self.phase == 3 and not self.holding(grasp):
             self.restart()  # it slipped out: grasp it again
-        if self.phase == 0:  # hover above the cube, aligned with its faces
-            target = grasp + [0.0, 0.0, self.hover]
-            self.next_phase_if(self.at(target, 0.015, yaw))
-            return target, yaw, OPEN
-        if self.phase == 1:  # descend around it
-            self.next_phase_if(self.at(grasp, 0.008))
-            return grasp, yaw, OPEN
-        if self.phase == 2:  # close
-            self.next_phase_if(False, budget=self.close_steps)
-            return grasp, yaw, CLOSED
+        plan = self.grasp_from_above(grasp, yaw)  # yaw aligned with the cube's faces
+        if plan is not None:
+            return plan
         return grasp + [0.0, 0.0, 0.15], self.eef_yaw, CLOSED  # lift
 
 
@@ -189,16 +199,9 @@ class PickPlaceCanExpert(_PhaseExpert):
         grasp = can + [0.0, 0.0, 0.01 + self.grasp_dz]
         if 3 <= self.phase <= 5 and not self.holding(grasp):
             self.restart()  # dropped it on the way: start over from wherever it fell
-        if self.phase == 0:  # hover above the can
-            target = grasp + [0.0, 0.0, self.hover]
-            self.next_phase_if(self.at(target, 0.015, yaw))
-            return target, yaw, OPEN
-        if self.phase == 1:  # descend around it
-            self.next_phase_if(self.at(grasp, 0.008))
-            return grasp, yaw, OPEN
-        if self.phase == 2:  # close
-            self.next_phase_if(False, budget=self.close_steps)
-            return grasp, yaw, CLOSED
+        plan = self.grasp_from_above(grasp, yaw)  # hover above the can, descend, close
+        if plan is not None:
+            return plan
         if self.phase == 3:  # lift straight up
             target = np.array([self.eef[0], self.eef[1], self.CARRY_Z])
             self.next_phase_if(self.eef[2] > self.CARRY_Z - 0.03)
@@ -264,16 +267,10 @@ class NutAssemblySquareExpert(_PhaseExpert):
             nut_yaw = self.body_yaw(nut_id)
             square = min(self.SQUARE_YAWS, key=lambda a: abs(_wrap(a - nut_yaw)))
             yaw = _wrap(self.eef_yaw + _wrap(square - nut_yaw))
-        if self.phase == 0:  # hover above the handle
-            target = grasp + [0.0, 0.0, self.hover]
-            self.next_phase_if(self.at(target, 0.012, yaw))
-            return target, yaw, OPEN
-        if self.phase == 1:  # descend around the handle
-            self.next_phase_if(self.at(grasp, 0.006))
-            return grasp, yaw, OPEN
-        if self.phase == 2:  # close
-            self.next_phase_if(False, budget=self.close_steps)
-            return grasp, yaw, CLOSED
+        # hover above the handle, descend, close: tighter tolerances for the 2 cm handle
+        plan = self.grasp_from_above(grasp, yaw, hover_tol=0.012, grasp_tol=0.006)
+        if plan is not None:
+            return plan
 
         def steer_nut(nut_target):
             return self.eef + (nut_target - nut_pos)
