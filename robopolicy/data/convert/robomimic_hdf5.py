@@ -38,7 +38,7 @@ attributes, and ``env_args`` from ``env_spec`` (robomimic's own dict if it came 
 else a gym-type entry), with ``env_spec`` and fps under ``env_args["robopolicy"]`` for a later
 import. Such datasets have no ``next_obs``; ``next_obs=True`` synthesises it (obs shifted by one
 step, last step repeated), since robomimic's ``SequenceDataset`` loads it unless
-``load_next_obs=False``. """
+``load_next_obs=False``."""
 
 from __future__ import annotations
 
