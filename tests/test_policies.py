@@ -7,11 +7,13 @@ and ``unnormalize(dict)``), an affine map with its statistics in buffers; one ru
 
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from robopolicy.data.normalizer import Normalizer
+from robopolicy.eval.envs import policy_act_fn
 from robopolicy.policies import DiffusionPolicy, FlowPolicy, RegressionPolicy
 
 torch.set_num_threads(1)
@@ -446,3 +448,27 @@ def test_regression_policy_averages_modes_and_ignores_noise():
     assert first.abs().max().item() < 0.1
     with pytest.raises(ValueError, match="exactly 1 step"):
         policy.predict_action(obs, num_steps=4)
+
+
+@pytest.mark.parametrize(
+    "cls, options",
+    [(DiffusionPolicy, {}), (DiffusionPolicy, {"sampler": "ddpm"}), (FlowPolicy, {})],
+)
+def test_evaluation_noise_comes_from_the_episode_seeds(cls, options):
+    policy = make_policy(cls).eval()
+    obs = {"state": make_obs(3)["state"].numpy()}
+    seeds = np.array([5, 6, 7])
+
+    def first_two_chunks(act, obs, seeds):
+        return act(obs, episode_seeds=seeds), act(obs, episode_seeds=seeds)
+
+    torch.manual_seed(1)
+    first = first_two_chunks(policy_act_fn(policy, **options), obs, seeds)
+    torch.manual_seed(2)  # the global RNG must not matter
+    again = first_two_chunks(policy_act_fn(policy, **options), obs, seeds)
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert not np.allclose(first[0], first[1])  # each chunk of an episode gets fresh noise
+    if not options:  # deterministic sampler: an episode's actions ignore its batch neighbours
+        alone = first_two_chunks(policy_act_fn(policy), {"state": obs["state"][1:2]}, seeds[1:2])
+        assert np.allclose(alone[0][0], first[0][1], atol=1e-5)
+        assert np.allclose(alone[1][0], first[1][1], atol=1e-5)

@@ -68,14 +68,14 @@ def _start(seed):
 FAR_SEED = next(s for s in range(100) if all(abs(_start(s + i)) > 0.05 for i in range(3)))
 
 
-def homing_policy(obs):
+def homing_policy(obs, **_):
     """Steps 0.2 toward 0 (less when closer), from the latest observation; 2-step chunks."""
     x = obs["x"][:, -1, 0]
     step = -np.sign(x) * np.minimum(np.abs(x), 0.2)
     return np.repeat(step[:, None, None], 2, axis=1).astype(np.float32)
 
 
-def idle_policy(obs):
+def idle_policy(obs, **_):
     return np.zeros((obs["x"].shape[0], 3, 1), np.float32)
 
 
@@ -123,7 +123,7 @@ def test_videos_hold_one_frame_per_step_plus_the_first():
 
 def test_bad_policy_output_is_named():
     with pytest.raises(ValueError, match="expected \\(n_envs=2"):
-        run_episodes(_envs(2), lambda obs: np.zeros((2, 1)), 2, 1)
+        run_episodes(_envs(2), lambda obs, **_: np.zeros((2, 1)), 2, 1)
 
 
 def test_observation_history_pads_with_the_first_frame():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from robopolicy.eval.rollout import ActFn
+from robopolicy.policies.base import BasePolicy
 
 
 def make_env(
@@ -102,14 +103,46 @@ def check_policy_fits_env(
 def policy_act_fn(policy: torch.nn.Module, **sampler_options) -> ActFn:
     """``run_episodes``'s ``act``: numpy histories in, the policy's action chunk out (numpy).
 
-    ``sampler_options`` set to None are dropped (the policy's defaults apply)."""
+    ``sampler_options`` set to None are dropped (the policy's defaults apply). Given
+    ``episode_seeds``, the sampling noise is drawn from them rather than from torch's global RNG:
+    each env's initial noise comes from its own episode seed and the chunk's index within the
+    episode (so with a deterministic sampler an episode does not depend on which others share its
+    batch), and a stochastic sampler's step noise from the batch's seeds. Re-running the same
+    checkpoint on the same seeds then gives the same episodes. Without seeds (deployment, DAgger's
+    step-wise actor) the global RNG is used."""
     sampler_options = {k: v for k, v in sampler_options.items() if v is not None}
     keys = list(policy.shape_meta["obs"])
     device = policy.device
+    draws_own_noise = isinstance(policy, BasePolicy)  # a steered policy's actor picks its noise
+    calls = {"batch": None, "index": 0}  # the chunk index within the current batch of episodes
 
     @torch.no_grad()
-    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+    def act(obs: dict[str, np.ndarray], episode_seeds: np.ndarray | None = None) -> np.ndarray:
         batch = {key: torch.from_numpy(np.ascontiguousarray(obs[key])).to(device) for key in keys}
-        return policy.predict_action(batch, **sampler_options)["action"].float().cpu().numpy()
+        options = dict(sampler_options)
+        if episode_seeds is not None and draws_own_noise:
+            seeds = tuple(int(s) for s in episode_seeds)
+            if seeds != calls["batch"]:
+                calls.update(batch=seeds, index=0)
+            options["noise"] = _seeded_noise(policy, seeds, calls["index"])
+            options["generator"] = torch.Generator().manual_seed(
+                _stream_seed([*seeds, calls["index"]])
+            )
+            calls["index"] += 1
+        return policy.predict_action(batch, **options)["action"].float().cpu().numpy()
 
     return act
+
+
+def _seeded_noise(policy: BasePolicy, seeds: Sequence[int], chunk_index: int) -> torch.Tensor:
+    """``(n_envs, horizon, action_dim)`` initial noise, env ``j``'s from ``seeds[j]`` alone."""
+    shape = (policy.horizon, policy.action_dim)
+    generators = [torch.Generator().manual_seed(_stream_seed([s, chunk_index])) for s in seeds]
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(policy.device)
+
+
+def _stream_seed(values: Sequence[int]) -> int:
+    """A 63-bit torch generator seed from a list of integers, hashed by numpy's SeedSequence so
+    that different lists (e.g. episode seed and chunk index) give unrelated noise streams."""
+    state = np.random.SeedSequence(list(values)).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))

@@ -9,7 +9,9 @@ The loop, for a batch of ``n_envs`` episodes with seeds ``seed + i``:
 
 1. reset every env with its seed; fill each env's observation history with ``n_obs_steps``
    copies of the first observation (the dataset sampler pads episode starts the same way);
-2. ask the policy for an action chunk from the stacked histories, one call for all envs;
+2. ask the policy for an action chunk from the stacked histories, one call for all envs, passing
+   each env's episode seed so that the policy can draw its sampling noise from it (the same
+   checkpoint and seeds then give the same episodes, run after run);
 3. execute the chunk's actions one env step at a time, pushing each new observation into the
    history; an env whose episode ends stops counting (its later steps are ignored);
 4. repeat until every env in the batch has ended (by termination, e.g. success, or by the time
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-ActFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+ActFn = Callable[..., np.ndarray]  # act(histories, episode_seeds=(n_envs,) int array) -> chunks
 
 
 @dataclass
@@ -83,8 +85,9 @@ def run_episodes(
 ) -> RolloutResult:
     """Run ``n_episodes`` seeded episodes (seeds ``seed .. seed + n_episodes - 1``).
 
-    ``act`` maps stacked observation histories ``{key: (n_envs, n_obs_steps, ...)}`` to action
-    chunks ``(n_envs, n_action_steps, action_dim)``. ``record_videos`` episodes (the first ones)
+    ``act`` maps stacked observation histories ``{key: (n_envs, n_obs_steps, ...)}`` (and, as the
+    keyword ``episode_seeds``, the ``(n_envs,)`` seed of each env's episode) to action chunks
+    ``(n_envs, n_action_steps, action_dim)``. ``record_videos`` episodes (the first ones)
     are recorded with ``envs.render()``, which needs the envs made with ``render_mode="rgb_array"``.
     ``max_steps`` guards against envs without a time limit.
     """
@@ -113,7 +116,7 @@ def run_episodes(
         steps = 0
         while active.any():
             start = time.perf_counter()
-            chunk = np.asarray(act(history.stacked()))
+            chunk = np.asarray(act(history.stacked(), episode_seeds=seed + episodes))
             inference_seconds.append(time.perf_counter() - start)
             if chunk.ndim != 3 or chunk.shape[0] != n_envs:
                 raise ValueError(
