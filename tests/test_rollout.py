@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from robopolicy.eval.evaluate import summarize
 from robopolicy.eval.rollout import ObservationHistory, run_episodes
 
 
@@ -111,6 +112,9 @@ def test_truncated_episodes_fail_with_full_length():
     np.testing.assert_array_equal(result.lengths, [5, 5, 5])
     assert result.success_rate == 0.0
     assert len(result.inference_seconds) == 2 * 2  # two batches, ceil(5 / 3) policy calls each
+    summary = summarize(result)
+    assert summary["successes"] == 0 and summary["success_ci95"][0] == 0.0
+    assert summary["failed_seeds"] == [FAR_SEED, FAR_SEED + 1, FAR_SEED + 2]
 
 
 def test_videos_hold_one_frame_per_step_plus_the_first():

@@ -50,7 +50,8 @@ def evaluate(
 
 
 def summarize(result: RolloutResult) -> dict[str, Any]:
-    """Success rate with its 95% Wilson interval, returns, lengths, per-mode counts, latency.
+    """Success rate with its 95% Wilson interval, returns, lengths, per-mode counts, latency, and
+    the seeds of the failed episodes (to replay them: ``eval.py seed=S n_episodes=1``).
 
     Latency is per policy call (one action chunk for every env at once); the first call is left
     out as warm-up when there are others.
@@ -74,4 +75,5 @@ def summarize(result: RolloutResult) -> dict[str, Any]:
         "inference_ms_median": float(np.median(latency)) if latency.size else None,
         "inference_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
         "seeds": [int(result.seeds[0]), int(result.seeds[-1])],
+        "failed_seeds": [int(seed) for seed in result.seeds[~result.success]],
     }
