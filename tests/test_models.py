@@ -72,6 +72,16 @@ def test_resnet18_parameter_count_and_output():
     assert resnet18_groupnorm(in_channels=1)(torch.zeros(1, 1, 32, 32)).shape == (1, 512, 1, 1)
 
 
+def test_slim_resnet18_scales_every_stage():
+    slim = resnet18_groupnorm(width=16)
+    n_params = sum(p.numel() for p in slim.parameters())
+    assert 0.65e6 < n_params < 0.75e6  # ~1/16 of the standard network's 11.2M
+    assert slim(torch.zeros(2, 3, 64, 64)).shape == (2, 128, 2, 2)
+    assert sum(isinstance(m, nn.Conv2d) for m in slim.modules()) == 20  # 17 3x3/7x7 + 3 1x1
+    with pytest.raises(ValueError, match="multiple of 16"):
+        resnet18_groupnorm(width=24)
+
+
 def test_random_crop_train_and_center_crop_eval():
     crop = RandomCrop((4, 5))
     images = (
@@ -151,9 +161,14 @@ def test_obs_encoder_per_camera(spatial_softmax):
 
 def test_obs_encoder_shared_rgb_and_low_dim_mlp():
     encoder = ObsEncoder(
-        SHAPE_META, image_feature_dim=8, share_rgb_encoder=True, low_dim_mlp_dims=(16,)
+        SHAPE_META,
+        image_feature_dim=8,
+        share_rgb_encoder=True,
+        low_dim_mlp_dims=(16,),
+        resnet_width=16,
     )
     assert len(encoder.image_encoders) == 2  # one for both rgb cameras, one for depth
+    assert all(e.trunk.out_channels == 128 for e in encoder.image_encoders)
     assert encoder.step_dim == 3 * 8 + 16
     assert encoder(example_obs(batch=3, steps=1)).shape == (3, encoder.step_dim)
 

@@ -112,10 +112,11 @@ class ImageEncoder(nn.Module):
         feature_dim: int,
         use_spatial_softmax: bool,
         num_keypoints: int,
+        width: int = 64,
     ):
         super().__init__()
         self.crop = RandomCrop(crop_shape) if crop_shape is not None else nn.Identity()
-        self.trunk = resnet18_groupnorm(in_channels)
+        self.trunk = resnet18_groupnorm(in_channels, width)
         if use_spatial_softmax:
             self.pool = nn.Sequential(
                 SpatialSoftmax(self.trunk.out_channels, num_keypoints), nn.Flatten()
@@ -142,6 +143,8 @@ class ObsEncoder(nn.Module):
         share_rgb_encoder: one encoder for all rgb cameras (they must have the same shape).
         low_dim_mlp_dims: hidden widths of an MLP over the concatenated low-dim keys; empty: the
             normalised values are used as they are.
+        resnet_width: channels of the ResNet-18's first stage (64: the standard network; 16 or
+            32: a slimmer one for CPU training).
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class ObsEncoder(nn.Module):
         num_keypoints: int = 32,
         share_rgb_encoder: bool = False,
         low_dim_mlp_dims: Sequence[int] = (),
+        resnet_width: int = 64,
     ):
         super().__init__()
         obs_meta = shape_meta["obs"]
@@ -176,6 +180,7 @@ class ObsEncoder(nn.Module):
                 image_feature_dim,
                 use_spatial_softmax,
                 num_keypoints,
+                resnet_width,
             )
 
         # Encoders in a list, with each image key pointing at its index (shared rgb: one entry).

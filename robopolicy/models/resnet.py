@@ -15,7 +15,10 @@ Architecture (input ``(B, C, H, W)``, output ``(B, 512, H/32, W/32)``; no averag
     BasicBlock: y = ReLU(norm(conv3x3(ReLU(norm(conv3x3(x))))) + shortcut(x))
                 shortcut = conv1x1/stride -> norm when the shape changes, else identity
 
-About 11.2M parameters, like torchvision's resnet18 without its fc layer.
+About 11.2M parameters, like torchvision's resnet18 without its fc layer. ``width`` scales every
+stage (``width, 2 width, 4 width, 8 width`` channels; 64 is the standard network): the same
+18-layer architecture at ``width=16`` has 1/16 of the parameters and multiply-adds, which is what
+makes an image policy trainable on a few CPU cores.
 """
 
 from __future__ import annotations
@@ -51,21 +54,22 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """The ResNet-18 trunk: ``(B, in_channels, H, W) -> (B, 512, ceil(H/32), ceil(W/32))``."""
+    """The ResNet-18 trunk: ``(B, in_channels, H, W) -> (B, 8 width, ceil(H/32), ceil(W/32))``."""
 
-    out_channels = 512
-
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, width: int = 64):
         super().__init__()
+        if width < 16 or width % 16:
+            raise ValueError(f"ResNet-18 width must be a multiple of 16 (GroupNorm), got {width}")
+        self.out_channels = 8 * width
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False),
-            group_norm(64),
+            nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+            group_norm(width),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
         layers = []
-        width = 64
-        for out_channels, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        stages = ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2))
+        for out_channels, stride in stages:
             layers.append(
                 nn.Sequential(
                     BasicBlock(width, out_channels, stride),
@@ -82,6 +86,6 @@ class ResNet18(nn.Module):
         return self.layers(self.stem(x))
 
 
-def resnet18_groupnorm(in_channels: int = 3) -> ResNet18:
+def resnet18_groupnorm(in_channels: int = 3, width: int = 64) -> ResNet18:
     """A randomly initialised ResNet-18 trunk with GroupNorm (see the module docstring)."""
-    return ResNet18(in_channels)
+    return ResNet18(in_channels, width)
