@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 import sim  # noqa: F401  (registers the robopolicy/* ids)
 from robopolicy.algos.dppo import DiffusionChainActor, train_dppo
-from robopolicy.algos.reinflow import FlowChainActor, NoiseStdNet
+from robopolicy.algos.reinflow import FlowChainActor, NoiseStdNet, train_reinflow
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.finetuned_diffusion import FinetunedDiffusionPolicy
@@ -253,12 +253,15 @@ def pushcube_shape_meta() -> dict:
     return meta
 
 
-def rl_config(checkpoint: Path, *overrides: str):
+def rl_config(checkpoint: Path, *overrides: str, algo: str = "dppo"):
+    chain = ["algo.denoising_steps=6", "algo.ft_denoising_steps=3"]  # DPPO: 3 of 6 fine-tuned
+    if algo == "reinflow":
+        chain = ["algo.denoising_steps=4"]  # ReinFlow fine-tunes every step of the chain
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(
             config_name="config",
             overrides=[
-                "algo=dppo",
+                f"algo={algo}",
                 f"checkpoint={checkpoint}",
                 "logger=none",
                 "torch_threads=1",
@@ -266,8 +269,7 @@ def rl_config(checkpoint: Path, *overrides: str):
                 "task.max_episode_steps=16",
                 "algo.n_envs=2",
                 "algo.n_steps=5",
-                "algo.denoising_steps=6",
-                "algo.ft_denoising_steps=3",
+                *chain,
                 "algo.n_iterations=3",
                 "algo.n_critic_warmup_itr=1",
                 "algo.eval_every=0",
@@ -302,6 +304,48 @@ def test_resumed_run_continues_as_the_uninterrupted_one(tmp_path):
     for name, value in expected["policy"]["weights"].items():
         assert torch.equal(got["policy"]["weights"][name], value), name
     assert got["reward_scaler"] == expected["reward_scaler"]
+
+
+@pytest.mark.slow
+def test_reinflow_run_resumes_and_writes_a_plain_flow_policy(tmp_path):
+    meta = pushcube_shape_meta()
+    diffusion = make_base(meta)
+    base = FlowPolicy(
+        meta,
+        diffusion.normalizer,
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        backbone="mlp",
+        backbone_kwargs={"hidden_dims": [32, 32]},
+        num_inference_steps=4,
+    ).eval()
+    checkpoint = save_checkpoint(
+        tmp_path / "base.safetensors", {"policy": policy_record(base, base.state_dict())}
+    )
+
+    def config(*overrides):
+        return rl_config(checkpoint, *overrides, algo="reinflow")
+
+    straight = train_reinflow(config(), tmp_path / "straight", "cpu")
+    sliced_dir = tmp_path / "sliced"
+    first = train_reinflow(config("algo.stop_after=2"), sliced_dir, "cpu")
+    assert first["step"] == 2 and not first["finished"]
+    latest = sliced_dir / "checkpoints" / "latest.safetensors"
+    resumed = train_reinflow(config(f"resume={latest}"), sliced_dir, "cpu")
+    assert resumed["step"] == 3 and resumed["env_steps"] == straight["env_steps"]
+    expected = load_checkpoint(straight["checkpoint"])
+    got = load_checkpoint(resumed["checkpoint"])
+    for name, value in expected["extra_modules"]["noise_net"].items():
+        assert torch.equal(got["extra_modules"]["noise_net"][name], value), name
+    policy, _ = load_policy(resumed["checkpoint"], device="cpu")
+    assert type(policy) is FlowPolicy and policy.noise_std == 0.0  # deterministic ODE
+    changed = [
+        name
+        for name, value in policy.state_dict().items()
+        if not torch.equal(value, base.state_dict()[name])
+    ]
+    assert changed and all(name.startswith("denoiser.") for name in changed)
 
 
 def _run(*args: str) -> None:

@@ -39,6 +39,7 @@ from robopolicy.algos.dppo import load_base_policy, run_chain_ppo
 from robopolicy.models.mlp import MLP
 from robopolicy.policies.flow import FlowPolicy
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
+from robopolicy.training.rng import seed_everything
 
 
 class NoiseStdNet(nn.Module):
@@ -97,6 +98,7 @@ def train_reinflow(
 ) -> dict[str, Any]:
     """Fine-tune the flow policy in ``cfg.checkpoint`` with ReinFlow (module docstring)."""
     algo = cfg.algo
+    seed_everything(cfg.seed)  # the noise network's initial weights follow the run's seed
     policy = load_base_policy(cfg, device, FlowPolicy)
     num_steps = int(algo.denoising_steps)
     if num_steps < 1:
