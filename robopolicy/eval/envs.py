@@ -105,30 +105,28 @@ def policy_act_fn(policy: torch.nn.Module, **sampler_options) -> ActFn:
 
     ``sampler_options`` set to None are dropped (the policy's defaults apply). Given
     ``episode_seeds``, the sampling noise is drawn from them rather than from torch's global RNG:
-    each env's initial noise comes from its own episode seed and the chunk's index within the
-    episode (so with a deterministic sampler an episode does not depend on which others share its
-    batch), and a stochastic sampler's step noise from the batch's seeds. Re-running the same
-    checkpoint on the same seeds then gives the same episodes. Without seeds (deployment, DAgger's
-    step-wise actor) the global RNG is used."""
+    each env's initial noise comes from its own episode seed and ``chunk_index`` (the chunk's
+    index within the episode, so with a deterministic sampler an episode does not depend on which
+    others share its batch), and a stochastic sampler's step noise from the batch's seeds.
+    Re-running the same checkpoint on the same seeds then gives the same episodes. Without seeds
+    (deployment, DAgger's step-wise actor) the global RNG is used."""
     sampler_options = {k: v for k, v in sampler_options.items() if v is not None}
     keys = list(policy.shape_meta["obs"])
     device = policy.device
     draws_own_noise = isinstance(policy, BasePolicy)  # a steered policy's actor picks its noise
-    calls = {"batch": None, "index": 0}  # the chunk index within the current batch of episodes
 
     @torch.no_grad()
-    def act(obs: dict[str, np.ndarray], episode_seeds: np.ndarray | None = None) -> np.ndarray:
+    def act(
+        obs: dict[str, np.ndarray], episode_seeds: np.ndarray | None = None, chunk_index: int = 0
+    ) -> np.ndarray:
         batch = {key: torch.from_numpy(np.ascontiguousarray(obs[key])).to(device) for key in keys}
         options = dict(sampler_options)
         if episode_seeds is not None and draws_own_noise:
-            seeds = tuple(int(s) for s in episode_seeds)
-            if seeds != calls["batch"]:
-                calls.update(batch=seeds, index=0)
-            options["noise"] = _seeded_noise(policy, seeds, calls["index"])
+            seeds = [int(s) for s in episode_seeds]
+            options["noise"] = _seeded_noise(policy, seeds, chunk_index)
             options["generator"] = torch.Generator().manual_seed(
-                _stream_seed([*seeds, calls["index"]])
+                _stream_seed([*seeds, chunk_index])
             )
-            calls["index"] += 1
         return policy.predict_action(batch, **options)["action"].float().cpu().numpy()
 
     return act

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-ActFn = Callable[..., np.ndarray]  # act(histories, episode_seeds=(n_envs,) int array) -> chunks
+ActFn = Callable[..., np.ndarray]  # act(histories, episode_seeds=..., chunk_index=...) -> chunks
 
 
 @dataclass
@@ -86,7 +86,8 @@ def run_episodes(
     """Run ``n_episodes`` seeded episodes (seeds ``seed .. seed + n_episodes - 1``).
 
     ``act`` maps stacked observation histories ``{key: (n_envs, n_obs_steps, ...)}`` (and, as the
-    keyword ``episode_seeds``, the ``(n_envs,)`` seed of each env's episode) to action chunks
+    keywords ``episode_seeds``, the ``(n_envs,)`` seed of each env's episode, and ``chunk_index``,
+    how many chunks this batch of episodes has asked for before) to action chunks
     ``(n_envs, n_action_steps, action_dim)``. ``record_videos`` episodes (the first ones)
     are recorded with ``envs.render()``, which needs the envs made with ``render_mode="rgb_array"``.
     ``max_steps`` guards against envs without a time limit.
@@ -114,9 +115,13 @@ def run_episodes(
         frames: dict[int, list[np.ndarray]] = {j: [] for j in recording}
         _record(envs, frames)
         steps = 0
+        chunk_index = 0
         while active.any():
             start = time.perf_counter()
-            chunk = np.asarray(act(history.stacked(), episode_seeds=seed + episodes))
+            chunk = np.asarray(
+                act(history.stacked(), episode_seeds=seed + episodes, chunk_index=chunk_index)
+            )
+            chunk_index += 1
             inference_seconds.append(time.perf_counter() - start)
             if chunk.ndim != 3 or chunk.shape[0] != n_envs:
                 raise ValueError(
