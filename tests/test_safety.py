@@ -18,7 +18,8 @@ import pytest
 
 from hardware.estop import bind_estop_key, bind_estop_signal
 from hardware.interfaces import Arm, ArmCommand, ArmState, Robot
-from hardware.safety import SafetyLayer, SafetyLimits, rotation_angle
+from hardware.limits import SafetyLimits, rotation_angle
+from hardware.safety import SafetyLayer
 
 PERIOD = 0.01
 HOME = np.array([0.0, 0.2, 0.0, -2.45, 0.0, 2.65, np.pi / 4])

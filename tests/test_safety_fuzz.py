@@ -23,7 +23,8 @@ import pytest
 import sim
 from hardware.interfaces import Arm, ArmCommand, ArmState
 from hardware.kinematics import sim_arm_kinematics
-from hardware.safety import SafetyLayer, SafetyLimits, rotation_angle
+from hardware.limits import SafetyLimits, rotation_angle
+from hardware.safety import SafetyLayer
 from hardware.sim_robot import make_sim_robot
 
 PERIOD = 0.01
