@@ -45,7 +45,9 @@ SHAPE_META = {
 N_STEPS = 6
 
 
-def make_base(shape_meta=SHAPE_META, seed=0) -> DiffusionPolicy:
+def make_base(shape_meta=SHAPE_META, seed=0, flow=False) -> DiffusionPolicy | FlowPolicy:
+    """A small diffusion base (sample prediction, N_STEPS DDIM steps), or with ``flow`` a flow
+    base (4 Euler steps), its normalizer fitted to uniform data."""
     torch.manual_seed(seed)
     normalizer = Normalizer.from_shape_meta(shape_meta)
     generator = np.random.default_rng(seed)
@@ -55,17 +57,22 @@ def make_base(shape_meta=SHAPE_META, seed=0) -> DiffusionPolicy:
             for key, spec in {**shape_meta["obs"], "action": shape_meta["action"]}.items()
         }
     )
+    common = {
+        "horizon": 8,
+        "n_obs_steps": 2,
+        "n_action_steps": 4,
+        "backbone": "mlp",
+        "backbone_kwargs": {"hidden_dims": [32, 32]},
+    }
+    if flow:
+        return FlowPolicy(shape_meta, normalizer, num_inference_steps=4, **common).eval()
     return DiffusionPolicy(
         shape_meta,
         normalizer,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=4,
-        backbone="mlp",
-        backbone_kwargs={"hidden_dims": [32, 32]},
         num_train_timesteps=50,
         num_inference_steps=N_STEPS,
         prediction_type="sample",
+        **common,
     ).eval()
 
 
@@ -308,18 +315,7 @@ def test_resumed_run_continues_as_the_uninterrupted_one(tmp_path):
 
 @pytest.mark.slow
 def test_reinflow_run_resumes_and_writes_a_plain_flow_policy(tmp_path):
-    meta = pushcube_shape_meta()
-    diffusion = make_base(meta)
-    base = FlowPolicy(
-        meta,
-        diffusion.normalizer,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=4,
-        backbone="mlp",
-        backbone_kwargs={"hidden_dims": [32, 32]},
-        num_inference_steps=4,
-    ).eval()
+    base = make_base(pushcube_shape_meta(), flow=True)
     checkpoint = save_checkpoint(
         tmp_path / "base.safetensors", {"policy": policy_record(base, base.state_dict())}
     )
