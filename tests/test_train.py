@@ -131,3 +131,20 @@ def test_policy_env_mismatch_is_named():
         check_policy_fits_env(shape_meta, gym.spaces.Dict({"other": box}), box)
     with pytest.raises(ValueError, match=r"action: the policy outputs shape \[3\]"):
         check_policy_fits_env(shape_meta, gym.spaces.Dict({"pos": box}), box)
+
+
+@pytest.mark.parametrize("policy", ["diffusion", "flow"])
+@pytest.mark.parametrize(
+    "experiment", sorted(path.stem for path in (Path(CONF) / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_config_composes(experiment, policy):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            config_name="config", overrides=[f"+experiment={experiment}", f"policy={policy}"]
+        )
+    assert cfg.policy.kind == policy
+    assert str(cfg.task.dataset_path).endswith(".zarr")
+    assert cfg.algo.num_steps > 0 and cfg.eval.n_episodes > 0
+    if experiment == "push_cube_dart":  # the headline recipe: push_cube_2k's network, its own data
+        assert list(cfg.backbone.kwargs.hidden_dims) == [512, 512, 512]
+        assert cfg.task.dataset_path == "datasets/data/push_cube_state2k_dart.zarr"
