@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import sim  # noqa: F401  (registers the robopolicy/* ids)
-from robopolicy.algos.dppo import DiffusionChainActor, train_dppo
+from robopolicy.algos.dppo import DiffusionChainActor, actor_learning_rate, train_dppo
 from robopolicy.algos.reinflow import FlowChainActor, NoiseStdNet, train_reinflow
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.diffusion import DiffusionPolicy
@@ -288,18 +289,32 @@ def rl_config(checkpoint: Path, *overrides: str, algo: str = "dppo"):
         )
 
 
+def test_actor_rate_holds_through_warmup_then_decays_by_cosine_to_the_final_rate():
+    algo = OmegaConf.create(
+        {"actor_lr": 1e-4, "actor_lr_final": 1e-5, "n_critic_warmup_itr": 2, "n_iterations": 12}
+    )
+    rates = [actor_learning_rate(algo, i) for i in range(13)]
+    assert rates[0] == rates[1] == rates[2] == pytest.approx(1e-4)
+    assert rates[7] == pytest.approx(5.5e-5)  # halfway through the decay
+    assert rates[12] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(rates[2:12], rates[3:13], strict=True))
+    algo.actor_lr_final = None
+    assert {actor_learning_rate(algo, i) for i in range(13)} == {1e-4}
+
+
 @pytest.mark.slow
 def test_resumed_run_continues_as_the_uninterrupted_one(tmp_path):
     base = make_base(pushcube_shape_meta())
     checkpoint = save_checkpoint(
         tmp_path / "base.safetensors", {"policy": policy_record(base, base.state_dict())}
     )
-    straight = train_dppo(rl_config(checkpoint), tmp_path / "straight", "cpu")
+    decay = "algo.actor_lr_final=1e-5"  # the rate schedule must resume where it stopped too
+    straight = train_dppo(rl_config(checkpoint, decay), tmp_path / "straight", "cpu")
     sliced_dir = tmp_path / "sliced"
-    first = train_dppo(rl_config(checkpoint, "algo.stop_after=2"), sliced_dir, "cpu")
+    first = train_dppo(rl_config(checkpoint, decay, "algo.stop_after=2"), sliced_dir, "cpu")
     assert first["step"] == 2 and not first["finished"]
     latest = sliced_dir / "checkpoints" / "latest.safetensors"
-    resumed = train_dppo(rl_config(checkpoint, f"resume={latest}"), sliced_dir, "cpu")
+    resumed = train_dppo(rl_config(checkpoint, decay, f"resume={latest}"), sliced_dir, "cpu")
     assert resumed["step"] == 3 and resumed["finished"]
     assert resumed["env_steps"] == straight["env_steps"]
 

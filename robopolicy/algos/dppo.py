@@ -20,7 +20,8 @@ One iteration of ``run_chain_ppo`` (the loop):
    (a time cost), scale the rewards (running scaling), and value the observation each env ended
    its step in (the final one where an episode ended);
 3. GAE over env steps, then ``ppo_update`` (the actor is held still for the first
-   ``n_critic_warmup_itr`` iterations while the critic warms up);
+   ``n_critic_warmup_itr`` iterations while the critic warms up; its rate then follows
+   ``actor_learning_rate``, constant or cosine-decayed to ``actor_lr_final``);
 4. log (``env_steps`` with every record; ``time/rollout_s`` env stepping, ``time/inference_s``
    policy and critic calls during rollouts, ``time/update_s``), evaluate every ``eval_every``
    iterations, write ``checkpoints/latest.safetensors``.
@@ -34,6 +35,7 @@ seed at each iteration, the resumed run repeats the uninterrupted one's iteratio
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -252,6 +254,8 @@ def run_chain_ppo(
             )
             update_started = time.perf_counter()
             warmup = iteration < algo.n_critic_warmup_itr
+            for group in actor_optimizer.param_groups:
+                group["lr"] = actor_learning_rate(algo, iteration)
             metrics = ppo_update(
                 actor,
                 critic,
@@ -274,6 +278,7 @@ def run_chain_ppo(
                     "time/wall_s": counters["wall_s"],
                     "time/update_s": update_s,
                     "train/critic_warmup": float(warmup),
+                    "train/actor_lr": actor_optimizer.param_groups[0]["lr"],
                 }
             )
             if algo.eval_every and counters["iteration"] % algo.eval_every == 0:
@@ -299,6 +304,17 @@ def run_chain_ppo(
         "checkpoint": run_dir / "checkpoints" / "latest.safetensors",
         **metrics,
     }
+
+
+def actor_learning_rate(algo: DictConfig, iteration: int) -> float:
+    """The actor's rate at ``iteration``: ``actor_lr`` until the critic warm-up ends, then a
+    cosine decay to ``actor_lr_final`` at ``n_iterations`` (constant when that is null)."""
+    peak, final = float(algo.actor_lr), algo.get("actor_lr_final")
+    if final is None:
+        return peak
+    start, end = int(algo.n_critic_warmup_itr), int(algo.n_iterations)
+    progress = min(max((iteration - start) / max(end - start, 1), 0.0), 1.0)
+    return float(final) + (peak - float(final)) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def collect_rollout(
