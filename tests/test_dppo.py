@@ -401,7 +401,8 @@ def test_updates_raise_the_reward_of_a_one_step_task():
 @pytest.mark.slow
 def test_short_dppo_run_raises_pushcube_success_above_the_base(tmp_path, pushcube_state_demos):
     """A briefly trained diffusion base (~50-65% on PushCube), then DPPO with the settings of
-    conf/algo/dppo.yaml for a few thousand chunk steps; both scored on the same 50 seeded
+    conf/algo/dppo.yaml, on rollouts of 40 chunks per env and 5 epochs (2.5x smaller than the
+    defaults, to fit CI) for a few thousand chunk steps; both scored on the same 50 seeded
     episodes by the evaluation that eval.py runs."""
     dataset = pushcube_state_demos
     base_dir = tmp_path / "base"
@@ -426,6 +427,9 @@ def test_short_dppo_run_raises_pushcube_success_above_the_base(tmp_path, pushcub
         "logger=none",
         "task.env_kwargs.obs_mode=state",
         "algo.n_iterations=20",
+        "algo.n_steps=40",
+        "algo.ppo.update_epochs=5",
+        "algo.ppo.minibatch_size=1600",
         "algo.eval_every=0",
         "eval.n_episodes=50",
         "eval.n_envs=4",
