@@ -312,6 +312,8 @@ def actor_learning_rate(algo: DictConfig, iteration: int) -> float:
     peak, final = float(algo.actor_lr), algo.get("actor_lr_final")
     if final is None:
         return peak
+    if isinstance(final, bool) or not isinstance(final, (int, float)) or final < 0:
+        raise ValueError(f"algo.actor_lr_final={final!r} must be a rate >= 0, or null")
     start, end = int(algo.n_critic_warmup_itr), int(algo.n_iterations)
     progress = min(max((iteration - start) / max(end - start, 1), 0.0), 1.0)
     return float(final) + (peak - float(final)) * 0.5 * (1.0 + math.cos(math.pi * progress))
