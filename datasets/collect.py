@@ -154,6 +154,7 @@ def collect(cfg: DictConfig) -> Path:
     }
     if cfg.append and out.exists():
         writer = open_to_append(out, shape_meta, env_spec)
+        writer.record_appended_run(provenance)
     else:
         writer = DatasetWriter.create(
             out,

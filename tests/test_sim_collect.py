@@ -243,6 +243,11 @@ def test_dagger_appends_learner_driven_episodes_labelled_by_the_expert(tmp_path)
     buffer = ReplayBuffer.open(out)
     assert buffer.n_episodes == 4
     assert list(buffer.episode_meta["seed"][2:]) == [50, 51]
+    provenance = buffer.attrs["provenance"]
+    assert provenance["first_seed"] == 0 and "dagger_checkpoint" not in provenance
+    (appended,) = provenance["appends"]
+    assert appended["first_seed"] == 50 and appended["first_episode"] == 2
+    assert appended["dagger_checkpoint"] == str(checkpoint)
     episode = buffer.episode_slice(2)
     start, end = episode.start, episode.stop
     assert end - start == 30, "an untrained driver fails: the episode runs to the time limit"

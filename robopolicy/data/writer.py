@@ -161,6 +161,15 @@ class DatasetWriter:
         return cls(path, root, staging, zip_flush_every)
 
     # ----------------------------------------------------------------------------- appending
+    def record_appended_run(self, provenance: dict) -> None:
+        """Add ``provenance`` (how the episodes about to be appended were made) to the dataset's
+        provenance, under ``appends``, with the index of the first episode it covers: a dataset
+        grown by several runs with different settings keeps the record of each."""
+        current = dict(self._root.attrs.get("provenance", {}))
+        appends = list(current.get("appends", []))
+        appends.append({**provenance, "first_episode": self.n_episodes})
+        self._root.attrs["provenance"] = {**current, "appends": appends}
+
     def append_episode(
         self, steps: dict[str, np.ndarray], episode_meta: dict[str, float] | None = None
     ) -> int:
