@@ -146,6 +146,19 @@ def test_noise_aliasing_distillation_samples_are_bounded():
     assert (latent[150:].abs() == 0.5).float().mean() > 0.3
 
 
+def test_noise_action_spread_is_zero_for_one_noise_and_grows_with_the_bound(bases):
+    base, _ = load_policy(bases["diffusion"])
+    cond = torch.randn(3, base.cond_dim)
+    spreads = []
+    for bound in (1e-7, 0.5, 2.0):
+        actor = SquashedGaussianActor(base.cond_dim, 2 * base.action_dim, [8], bound=bound)
+        steered = SteeredPolicy(base, actor, "diffusion", deterministic_sampler_options(base), 2)
+        generator = torch.Generator().manual_seed(0)
+        spreads.append(steered.noise_action_spread(cond, n_samples=32, generator=generator))
+    assert spreads[0] < 1e-5, "every noise clipped to ~0: one action chunk"
+    assert 0 < spreads[1] < spreads[2]
+
+
 def test_td_target_bootstraps_truncations_and_not_terminations():
     # hand-computed: r + gamma * (1 - terminated) * V(s')
     target = td_target(

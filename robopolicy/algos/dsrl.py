@@ -238,6 +238,13 @@ def train_dsrl(
         # reset seeds: far from the evaluation seeds, and new ones after a resume
         first_seed = 10_000_000 * (cfg.seed + 1) + int(counters["transitions"])
         obs, _ = envs.reset(seed=[first_seed + i for i in range(algo.n_envs)])
+        if counters["env_steps"] == 0:
+            spread = steered.noise_action_spread(steered.encode_obs(to_torch(obs)))
+            logger.log({"env_steps": 0, "dsrl/noise_action_spread": spread}, 0)
+            print(
+                f"[dsrl] the base's executed actions vary with its noise by {spread:.3f} (std, "
+                "normalised units): what the noise actor can steer (docs/rl.md)"
+            )
         while counters["env_steps"] < stop_at:
             obs_t = to_torch(obs)
             warming_up = counters["env_steps"] < algo.warmup_env_steps

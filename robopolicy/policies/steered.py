@@ -183,6 +183,22 @@ class SteeredPolicy(nn.Module):
         return x[:, start : start + self.n_action_steps].flatten(1)
 
     @torch.no_grad()
+    def noise_action_spread(
+        self, cond: torch.Tensor, n_samples: int = 64, generator: torch.Generator | None = None
+    ) -> float:
+        """How far the noise can move the executed actions, what DSRL has to steer: for each
+        encoded observation in ``cond (B, cond_dim)``, the standard deviation over ``n_samples``
+        noises (a standard normal clipped to the actor's bound) of the executed chunk in
+        normalised action units, averaged over its entries and the observations. Near zero the
+        base acts alike whatever its noise (e.g. one cloned from deterministic scripted demos)."""
+        batch = cond.shape[0]
+        bound = self.actor.bound
+        latent = torch.randn(batch * n_samples, self.latent_dim, generator=generator)
+        latent = latent.clamp(-bound, bound).to(cond.device)
+        actions = self.decode_normalized(cond.repeat_interleave(n_samples, dim=0), latent)
+        return actions.reshape(batch, n_samples, -1).std(dim=1).mean().item()
+
+    @torch.no_grad()
     def predict_action(
         self,
         obs: dict[str, torch.Tensor],
