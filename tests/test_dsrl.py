@@ -159,6 +159,33 @@ def test_noise_action_spread_is_zero_for_one_noise_and_grows_with_the_bound(base
     assert 0 < spreads[1] < spreads[2]
 
 
+def test_sac_learns_the_best_bounded_action_of_a_contextual_bandit():
+    """The SAC updates themselves: on a bandit whose best action is a smooth function of the
+    state (reward -||a - a*(s)||^2, every step terminal), the actor's mean action converges."""
+    torch.manual_seed(0)
+    mixing = torch.randn(2, 3)
+
+    def reward(states, actions):
+        return -((actions - 0.8 * torch.tanh(states @ mixing.T)) ** 2).sum(-1)
+
+    actor = SquashedGaussianActor(3, 2, [64, 64], bound=1.0)
+    agent = SAC(
+        actor, Critic(3, 2, [64, 64]), gamma=0.0, lr=1e-3, target_entropy=-2.0, init_temperature=0.1
+    )
+    test_states, states = torch.randn(256, 3), torch.randn(2000, 3)
+    with torch.no_grad():
+        before = reward(test_states, actor.mean_action(test_states)).mean()
+    for _ in range(600):
+        batch = states[torch.randint(len(states), (64,))]
+        with torch.no_grad():
+            actions = actor.sample(batch)[0]
+        agent.update_critic(batch, actions, reward(batch, actions), torch.ones(64), batch)
+        agent.update_actor(batch)
+    with torch.no_grad():
+        after = reward(test_states, actor.mean_action(test_states)).mean()
+    assert before < -0.3 and after > -0.05, (before, after)
+
+
 def test_td_target_bootstraps_truncations_and_not_terminations():
     # hand-computed: r + gamma * (1 - terminated) * V(s')
     target = td_target(
