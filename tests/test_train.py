@@ -144,7 +144,8 @@ def test_every_experiment_config_composes(experiment, policy):
         )
     assert cfg.policy.kind == policy
     assert str(cfg.task.dataset_path).endswith(".zarr")
-    assert cfg.algo.num_steps > 0 and cfg.eval.n_episodes > 0
+    budget = {"bc": "num_steps", "dsrl": "total_env_steps"}[cfg.algo.name]
+    assert cfg.algo[budget] > 0 and cfg.eval.n_episodes > 0
     if experiment == "push_cube_dart":  # the headline recipe: push_cube_2k's network, its own data
         assert list(cfg.backbone.kwargs.hidden_dims) == [512, 512, 512]
         assert cfg.task.dataset_path == "datasets/data/push_cube_state2k_dart.zarr"
