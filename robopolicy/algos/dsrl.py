@@ -239,7 +239,10 @@ def train_dsrl(
         first_seed = 10_000_000 * (cfg.seed + 1) + int(counters["transitions"])
         obs, _ = envs.reset(seed=[first_seed + i for i in range(algo.n_envs)])
         if counters["env_steps"] == 0:
-            spread = steered.noise_action_spread(steered.encode_obs(to_torch(obs)))
+            # its own generator: the diagnostic leaves the training RNG stream untouched
+            spread = steered.noise_action_spread(
+                steered.encode_obs(to_torch(obs)), generator=torch.Generator().manual_seed(cfg.seed)
+            )
             logger.log({"env_steps": 0, "dsrl/noise_action_spread": spread}, 0)
             print(
                 f"[dsrl] the base's executed actions vary with its noise by {spread:.3f} (std, "
