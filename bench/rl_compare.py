@@ -1,4 +1,4 @@
-"""RL fine-tuning compared: every method, every seed, from one base policy; one figure.
+"""RL fine-tuning compared: every method, every seed, from its base policy; one figure.
 
     .venv/bin/python bench/rl_compare.py --base outputs/base/diffusion_pushcube/checkpoints/\
 latest.safetensors --methods dppo dsrl --seeds 0 1 2 --out outputs/rl_compare
@@ -6,14 +6,19 @@ latest.safetensors --methods dppo dsrl --seeds 0 1 2 --out outputs/rl_compare
 Each (method, seed) is the user's own command, ``train.py algo=<method> checkpoint=<base>
 seed=<seed>``, run one after another into ``<out>/<method>_seed<seed>`` (a run whose
 ``eval.json`` exists is not run again, so an interrupted sweep continues where it stopped).
-Extra Hydra overrides for every run go after ``--``. From each run's ``metrics.jsonl`` (rows
-with ``env_steps`` and ``eval/success_rate``, logged by every RL algorithm) it then writes
+Extra Hydra overrides for every run go after ``--``. Methods that need their own base or
+settings get them per method: ``--base dppo=A.safetensors dsrl=B.safetensors`` and
+``--method-overrides dsrl=+experiment=dsrl_push_cube_mix`` (repeatable; one override each).
+From each run's ``metrics.jsonl`` (rows with ``env_steps`` and ``eval/success_rate``, logged by
+every RL algorithm) it then writes
 
 * ``<out>/success_vs_env_steps.png``: evaluation success against environment steps, one line
-  per run, coloured by method (the base policy's success is the first point of every run);
-* ``<out>/summary.json``: per run, the env steps and wall-clock seconds at which evaluation
-  success first reached ``--target`` (None if never), and the final evaluation (train.py's
-  ``eval.json``: success rate and Wilson interval over ``eval.n_episodes`` episodes).
+  per run, coloured by method and labelled with its base (DSRL's first point is its base's
+  success; DPPO and ReinFlow evaluate first after ``algo.eval_every`` iterations);
+* ``<out>/summary.json``: per run, its base, the env steps and wall-clock seconds at which
+  evaluation success first reached ``--target`` (None if never), the env steps trained, and the
+  final evaluation (train.py's ``eval.json``: success rate and Wilson interval over
+  ``eval.n_episodes`` episodes).
 """
 
 from __future__ import annotations
@@ -51,6 +56,41 @@ def first_reaching(points, target: float) -> tuple[float | None, float | None]:
     return None, None
 
 
+def bases_per_method(entries: list[str], methods: list[str]) -> dict[str, str]:
+    """``--base``: one checkpoint for every method, or ``METHOD=CHECKPOINT`` for each."""
+    if len(entries) == 1 and entries[0].partition("=")[0] not in methods:
+        return dict.fromkeys(methods, entries[0])
+    bases = {}
+    for entry in entries:
+        method, _, checkpoint = entry.partition("=")
+        if method not in methods or not checkpoint:
+            raise SystemExit(f"--base {entry!r}: expected METHOD=CHECKPOINT, METHOD in {methods}")
+        bases[method] = checkpoint
+    missing = [method for method in methods if method not in bases]
+    if missing:
+        raise SystemExit(f"--base names no checkpoint for {missing}")
+    return bases
+
+
+def overrides_per_method(entries: list[str], methods: list[str]) -> dict[str, list[str]]:
+    """``--method-overrides``: ``METHOD=OVERRIDE`` entries grouped by method."""
+    grouped: dict[str, list[str]] = {method: [] for method in methods}
+    for entry in entries:
+        method, _, override = entry.partition("=")
+        if method not in grouped or not override:
+            raise SystemExit(
+                f"--method-overrides {entry!r}: expected METHOD=OVERRIDE, METHOD in {methods}"
+            )
+        grouped[method].append(override)
+    return grouped
+
+
+def base_label(base: str) -> str:
+    """A short name for a base checkpoint: its run directory, or the file name."""
+    path = Path(base)
+    return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+
+
 def run_method(method: str, seed: int, base: str, out: Path, overrides: list[str]) -> Path:
     run_dir = out / f"{method}_seed{seed}"
     if (run_dir / "eval.json").exists():
@@ -74,7 +114,9 @@ def run_method(method: str, seed: int, base: str, out: Path, overrides: list[str
     return run_dir
 
 
-def plot(runs: dict[tuple[str, int], Path], path: Path, target: float) -> None:
+def plot(
+    runs: dict[tuple[str, int], Path], bases: dict[str, str], path: Path, target: float
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +129,7 @@ def plot(runs: dict[tuple[str, int], Path], path: Path, target: float) -> None:
         if not points:
             continue
         steps, success, _ = zip(*points, strict=True)
-        label = None if method in labelled else method
+        label = None if method in labelled else f"{method} (base {base_label(bases[method])})"
         labelled.add(method)
         axis.plot(steps, success, color=COLOURS.get(method), alpha=0.8, marker=".", label=label)
     axis.axhline(target, color="grey", linestyle="--", linewidth=1)
@@ -102,14 +144,21 @@ def plot(runs: dict[tuple[str, int], Path], path: Path, target: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base", required=True, help="checkpoint of the BC policy to fine-tune")
+    parser.add_argument(
+        "--base", nargs="+", required=True, help="CHECKPOINT, or METHOD=CHECKPOINT per method"
+    )
     parser.add_argument("--methods", nargs="+", default=["dppo", "dsrl"])
+    parser.add_argument(
+        "--method-overrides", nargs="*", default=[], help="METHOD=OVERRIDE, one Hydra override"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default=str(ROOT / "outputs" / "rl_compare"))
     parser.add_argument("--target", type=float, default=0.9, help="success rate to time")
     parser.add_argument("--plot-only", action="store_true", help="only redraw from the runs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args()
+    bases = bases_per_method(args.base, args.methods)
+    method_overrides = overrides_per_method(args.method_overrides, args.methods)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
@@ -117,19 +166,24 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = out / f"{method}_seed{seed}"
             if not args.plot_only:
+                overrides = [*method_overrides[method], *args.overrides]
                 try:
-                    run_method(method, seed, args.base, out, args.overrides)
+                    run_method(method, seed, bases[method], out, overrides)
                 except RuntimeError as error:
                     print(f"FAILED: {error}", flush=True)
-            runs[(method, seed)] = run_dir
+            if (run_dir / "metrics.jsonl").exists():
+                runs[(method, seed)] = run_dir
+            else:
+                print(f"{run_dir}: no metrics.jsonl, left out", flush=True)
     summary = []
     for (method, seed), run_dir in sorted(runs.items()):
         points = eval_points(read_rows(run_dir))
         steps, wall = first_reaching(points, args.target)
         final = run_dir / "eval.json"
-        entry = {"method": method, "seed": seed, "run_dir": str(run_dir)}
+        entry = {"method": method, "seed": seed, "base": bases[method]}
+        entry.update(run_dir=str(run_dir.resolve()), evaluations=len(points))
+        entry["env_steps_trained"] = max(row.get("env_steps", 0) for row in read_rows(run_dir))
         entry.update(env_steps_to_target=steps, wall_s_to_target=wall)
-        entry["evaluations"] = len(points)
         if final.exists():
             result = json.loads(final.read_text())
             entry.update(
@@ -140,7 +194,7 @@ def main() -> None:
         summary.append(entry)
         print(json.dumps(entry), flush=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(runs, out / "success_vs_env_steps.png", args.target)
+    plot(runs, bases, out / "success_vs_env_steps.png", args.target)
     print(f"figure: {out / 'success_vs_env_steps.png'}; summary: {out / 'summary.json'}")
 
 

@@ -1,0 +1,91 @@
+"""bench/rl_compare.py: per-method bases and overrides, time to target, the summary and figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "rl_compare.py"
+
+
+def write_run(run_dir: Path, points: list[tuple[int, float, float]], final: float) -> None:
+    """A run directory as the RL algorithms leave it: metrics.jsonl rows and eval.json."""
+    run_dir.mkdir(parents=True)
+    rows = [{"env_steps": 500, "train/critic_loss": 0.3}]
+    rows += [
+        {"env_steps": steps, "eval/success_rate": success, "time/wall_s": wall}
+        for steps, success, wall in points
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = {"success_rate": final, "success_ci95": [final - 0.1, final + 0.05], "n_episodes": 100}
+    (run_dir / "eval.json").write_text(json.dumps(result))
+
+
+def compare(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_plot_only_summarises_every_run_with_its_own_base(tmp_path):
+    write_run(tmp_path / "dppo_seed0", [(1000, 0.5, 10.0), (2000, 0.92, 20.0)], final=0.95)
+    write_run(tmp_path / "dsrl_seed0", [(0, 0.4, 1.0), (3000, 0.85, 30.0)], final=0.88)
+    done = compare(
+        "--base",
+        "dppo=outputs/base/clean/checkpoints/latest.safetensors",
+        "dsrl=outputs/base/mix/checkpoints/latest.safetensors",
+        "--methods",
+        "dppo",
+        "dsrl",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--plot-only",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dppo_seed1: no metrics.jsonl, left out" in done.stdout
+    summary = {
+        entry["method"]: entry for entry in json.loads((tmp_path / "summary.json").read_text())
+    }
+    assert set(summary) == {"dppo", "dsrl"}  # the runs that were never made are not listed
+    assert summary["dppo"]["base"].endswith("clean/checkpoints/latest.safetensors")
+    assert (summary["dppo"]["env_steps_to_target"], summary["dppo"]["wall_s_to_target"]) == (
+        2000,
+        20.0,
+    )
+    assert summary["dsrl"]["env_steps_to_target"] is None  # 85% never reached 90%
+    assert summary["dsrl"]["env_steps_trained"] == 3000
+    assert summary["dsrl"]["final_success"] == 0.88
+    assert (tmp_path / "success_vs_env_steps.png").stat().st_size > 10_000
+
+
+def test_a_base_for_an_unknown_method_is_one_clear_error(tmp_path):
+    done = compare(
+        "--base", "dppo=a.safetensors", "dsrll=b.safetensors", "--methods", "dppo", "dsrl",
+        "--out", str(tmp_path), "--plot-only",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--base 'dsrll=b.safetensors': expected METHOD=CHECKPOINT" in done.stderr
+
+
+def test_a_method_without_a_base_is_named(tmp_path):
+    done = compare(
+        "--base", "dppo=a.safetensors", "--methods", "dppo", "dsrl", "--out", str(tmp_path),
+        "--plot-only",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--base names no checkpoint for ['dsrl']" in done.stderr
+
+
+def test_method_overrides_must_name_a_method(tmp_path):
+    done = compare(
+        "--base", "a.safetensors", "--methods", "dsrl", "--method-overrides", "seed=3",
+        "--out", str(tmp_path), "--plot-only",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--method-overrides 'seed=3': expected METHOD=OVERRIDE" in done.stderr
