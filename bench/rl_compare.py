@@ -181,7 +181,9 @@ def main() -> None:
         steps, wall = first_reaching(points, args.target)
         final = run_dir / "eval.json"
         entry = {"method": method, "seed": seed, "base": bases[method]}
-        entry.update(run_dir=str(run_dir.resolve()), evaluations=len(points))
+        resolved = run_dir.resolve()  # through the links of a sweep assembled by hand
+        where = resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved
+        entry.update(run_dir=str(where), evaluations=len(points))
         entry["env_steps_trained"] = max(row.get("env_steps", 0) for row in read_rows(run_dir))
         entry.update(env_steps_to_target=steps, wall_s_to_target=wall)
         if final.exists():
