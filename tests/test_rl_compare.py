@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "rl_compare.py"
 
@@ -64,28 +66,25 @@ def test_plot_only_summarises_every_run_with_its_own_base(tmp_path):
     assert (tmp_path / "success_vs_env_steps.png").stat().st_size > 10_000
 
 
-def test_a_base_for_an_unknown_method_is_one_clear_error(tmp_path):
-    done = compare(
-        "--base", "dppo=a.safetensors", "dsrll=b.safetensors", "--methods", "dppo", "dsrl",
-        "--out", str(tmp_path), "--plot-only",
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--base", "dppo=a.safetensors", "dsrll=b.safetensors", "--methods", "dppo", "dsrl"],
+            "--base 'dsrll=b.safetensors': expected METHOD=CHECKPOINT",
+        ),
+        (
+            ["--base", "dppo=a.safetensors", "--methods", "dppo", "dsrl"],
+            "--base names no checkpoint for ['dsrl']",
+        ),
+        (
+            ["--base", "a.safetensors", "--methods", "dsrl", "--method-overrides", "seed=3"],
+            "--method-overrides 'seed=3': expected METHOD=OVERRIDE",
+        ),
+    ],
+)
+def test_a_bad_base_or_override_is_one_clear_error(tmp_path, arguments, message):
+    done = compare(*arguments, "--out", str(tmp_path), "--plot-only")
     assert done.returncode != 0
-    assert "--base 'dsrll=b.safetensors': expected METHOD=CHECKPOINT" in done.stderr
-
-
-def test_a_method_without_a_base_is_named(tmp_path):
-    done = compare(
-        "--base", "dppo=a.safetensors", "--methods", "dppo", "dsrl", "--out", str(tmp_path),
-        "--plot-only",
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "--base names no checkpoint for ['dsrl']" in done.stderr
-
-
-def test_method_overrides_must_name_a_method(tmp_path):
-    done = compare(
-        "--base", "a.safetensors", "--methods", "dsrl", "--method-overrides", "seed=3",
-        "--out", str(tmp_path), "--plot-only",
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "--method-overrides 'seed=3': expected METHOD=OVERRIDE" in done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "summary.json").exists()
