@@ -45,6 +45,7 @@ from robopolicy.policies.registry import load_policy  # noqa: E402
 from robopolicy.rl.chunk_env import make_chunked_vector_env  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "rl.json"
+CRITIC_WARMUP_ITERATIONS = 2  # DPPO's default: these iterations update only the critic, untimed
 COMMON = [
     "task.env_kwargs.obs_mode=state",
     "torch_threads=1",
@@ -94,12 +95,12 @@ def dppo_figures(base: str, run_dir: Path, iterations: int) -> dict:
             "algo=dppo",
             f"checkpoint={base}",
             f"algo.n_iterations={iterations}",
+            f"algo.n_critic_warmup_itr={CRITIC_WARMUP_ITERATIONS}",
             "algo.eval_every=0",
         ],
     )
     timed = [row for row in rows if "time/rollout_s" in row and "time/update_s" in row]
-    warmup = 2  # conf/algo/dppo.yaml n_critic_warmup_itr: those updates train only the critic
-    after = timed[warmup:] or timed
+    after = timed[CRITIC_WARMUP_ITERATIONS:] or timed
     steps = [b["env_steps"] - a["env_steps"] for a, b in zip(timed, timed[1:], strict=False)]
     env_steps_per_iteration = statistics.median(steps) if steps else timed[0]["env_steps"]
     split = {
@@ -167,7 +168,7 @@ def main() -> None:
         dsrl["vs_reference"] = dsrl["env_steps_per_s"] / reference["4_envs"]
         print(f"dsrl: {json.dumps(dsrl)}", flush=True)
     results = {
-        "command": "python bench/bench_rl.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python", "bench/bench_rl.py", *sys.argv[1:]]),
         "base": args.base,
         "machine": {
             "platform": platform.platform(),
