@@ -79,11 +79,14 @@ def test_padding_values_and_mask_exact_at_both_edges(dataset):
     assert sampler.window(5) == (1, -1)
 
 
-def test_every_window_stays_in_one_episode_and_matches_a_brute_force_gather(dataset):
+@pytest.mark.parametrize("end_padding, pad_after", [("full", 3), ("action_steps", 1)])
+def test_every_window_stays_in_one_episode_and_matches_a_brute_force_gather(
+    dataset, end_padding, pad_after
+):
     lengths = [5, 3, 7]
-    sampler = make(dataset, horizon=6, n_obs_steps=3, n_action_steps=2)
+    sampler = make(dataset, horizon=6, n_obs_steps=3, n_action_steps=2, end_padding=end_padding)
     # L - horizon + pad_before + pad_after + 1 windows per episode, when positive.
-    assert len(sampler) == sum(max(0, n - 6 + 2 + 1 + 1) for n in lengths)
+    assert len(sampler) == sum(max(0, n - 6 + 2 + pad_after + 1) for n in lengths)
     seen = set()
     for index in range(len(sampler)):
         episode, offset = sampler.window(index)
@@ -93,7 +96,7 @@ def test_every_window_stays_in_one_episode_and_matches_a_brute_force_gather(data
         np.testing.assert_array_equal(sample["is_pad"], rows != offset + np.arange(6))
         assert set((sample["action"][:, 0] // 10).astype(int)) == {episode}
         assert set(sample["obs"]["cam"].reshape(3, -1)[:, 0] // 10) == {episode}
-        assert -2 <= offset <= lengths[episode] - 6 + 1
+        assert -2 <= offset <= lengths[episode] - 6 + pad_after
         seen.add((episode, offset))
     assert len(seen) == len(sampler)
 
@@ -214,6 +217,6 @@ def test_bad_parameters_raise_one_clear_error(dataset):
     with pytest.raises(DatasetError, match="act"):
         make(dataset, action_key="act")
     with pytest.raises(DatasetError, match="horizon"):
-        make(dataset, horizon=20)  # no episode long enough for a window
+        make(dataset, horizon=20, end_padding="action_steps")  # no episode long enough
     with pytest.raises(IndexError):
         make(dataset)[10_000]

@@ -19,6 +19,7 @@ its statistics, the dataset's env spec and shape_meta, and the resolved config.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.normalizer import Normalizer
+from robopolicy.data.sampler import SequenceSampler
 from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
 from robopolicy.eval.evaluate import evaluate
 from robopolicy.eval.rollout import RolloutResult
@@ -72,6 +74,7 @@ def train_bc(
             f"no dataset here; make one with: python datasets/collect.py task={cfg.task.name}",
         )
     dataset = _open_dataset(cfg)
+    _report_coverage(dataset.sampler)
     buffer = dataset.sampler.replay_buffer
     shape_meta = _policy_shape_meta(buffer.shape_meta, list(cfg.obs_keys))
     normalizer = Normalizer.from_shape_meta(shape_meta, **cfg.policy.normalizer)
@@ -228,6 +231,26 @@ def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> Rol
     )
 
 
+COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as conditioning steps
+
+
+def _report_coverage(sampler: SequenceSampler, last_k: int = 5) -> None:
+    """Print which share of the training steps the policy is trained to act from."""
+    coverage = sampler.coverage(last_k)
+    print(
+        f"[train] coverage: {coverage['steps']:.0%} of training steps serve as a conditioning "
+        f"step ({coverage['last_k']:.0%} of each episode's last {last_k}; "
+        f"data.end_padding={sampler.end_padding})"
+    )
+    if coverage["steps"] < COVERAGE_WARNING:
+        print(
+            f"[train] WARNING: only {coverage['steps']:.0%} of training steps serve as a "
+            "conditioning step: the policy never learns to act from the rest (often the end of "
+            "each episode); set data.end_padding=full",
+            file=sys.stderr,
+        )
+
+
 def _open_dataset(cfg: DictConfig) -> SequenceDataset:
     args = cfg.policy.args
     return SequenceDataset.from_path(
@@ -240,6 +263,8 @@ def _open_dataset(cfg: DictConfig) -> SequenceDataset:
         val_ratio=cfg.data.val_ratio,
         seed=cfg.seed,
         max_train_episodes=cfg.data.max_train_episodes,
+        end_padding=cfg.data.end_padding,
+        pad_action=cfg.data.pad_action,
     )
 
 

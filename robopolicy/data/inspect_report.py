@@ -11,7 +11,10 @@ store) and prints, with rich:
   of a large image dataset would take minutes), true-counts for boolean arrays;
 - per-episode fields (``meta/episode_<name>``): value counts when there are few distinct values
   (mode labels, train/valid masks), else min / mean / max;
-- a histogram of episode lengths as text bars.
+- a histogram of episode lengths as text bars;
+- coverage at the given chunking (horizon, observation and executed-action steps): the share of
+  steps that serve as the step a training window conditions on, and of each episode's last
+  ``COVERAGE_LAST_K`` steps, under each of the sampler's end-padding rules.
 
 For datasets with camera keys it writes ``grid.png`` (rows: up to ``GRID_EPISODES`` episodes
 spread over the dataset; columns: ``GRID_FRAMES`` frames spread over each episode, for each
@@ -35,6 +38,7 @@ from rich.text import Text
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.reader import ReplayBuffer
+from robopolicy.data.sampler import END_PADDING, conditioning_coverage
 
 MAX_DIMS = 8
 MAX_STAT_FRAMES = 256
@@ -46,6 +50,7 @@ BAR_WIDTH = 40
 DEFAULT_VIDEO_FPS = 10.0
 MIN_TILE_HEIGHT = 64  # smaller frames are enlarged by an integer factor (nearest neighbour)
 IMAGE_TYPES = ("rgb", "depth")
+COVERAGE_LAST_K = 5  # the coverage table's "last k steps of each episode"
 
 
 def inspect_dataset(
@@ -53,8 +58,12 @@ def inspect_dataset(
     episode: int = 0,
     out_dir: str | os.PathLike | None = None,
     console: Console | None = None,
+    chunking: tuple[int, int, int] | None = None,
 ) -> dict[str, Path]:
-    """Print the summary of the dataset at ``path``; write the grid and video; return the paths."""
+    """Print the summary of the dataset at ``path``; write the grid and video; return the paths.
+
+    ``chunking`` is (horizon, n_obs_steps, n_action_steps) for the coverage table (None: none).
+    """
     console = console or Console()
     buffer = ReplayBuffer.open(path)
     if buffer.n_episodes and not 0 <= episode < buffer.n_episodes:
@@ -70,6 +79,8 @@ def inspect_dataset(
         console.print(
             length_histogram(buffer.episode_lengths), markup=False, highlight=False, soft_wrap=True
         )
+    if buffer.n_episodes and chunking is not None:
+        console.print(coverage_table(buffer.episode_lengths, *chunking))
     cameras = image_keys(buffer)
     if not cameras or not buffer.n_episodes:
         return {}
@@ -193,6 +204,31 @@ def episode_meta_table(buffer: ReplayBuffer) -> Table:
         else:
             text = f"{len(unique)} distinct; {_summary(values)}"
         _add_row(table, name, text)
+    return table
+
+
+def coverage_table(
+    lengths: np.ndarray, horizon: int, n_obs_steps: int, n_action_steps: int
+) -> Table:
+    """What a policy with this chunking trains on, under each end-padding rule."""
+    title = (
+        f"coverage: steps that serve as a conditioning step (horizon {horizon}, "
+        f"{n_obs_steps} obs steps, {n_action_steps} executed actions)"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "data.end_padding",
+        "all steps",
+        f"last {COVERAGE_LAST_K} steps",
+        "episodes whose last step is trained on",
+    ):
+        table.add_column(column)
+    for rule in END_PADDING:
+        share = conditioning_coverage(
+            lengths, horizon, n_obs_steps, n_action_steps, rule, COVERAGE_LAST_K
+        )
+        cells = [share["steps"], share["last_k"], share["episodes_with_last_step"]]
+        _add_row(table, rule, *(f"{value:.0%}" for value in cells))
     return table
 
 

@@ -2,18 +2,32 @@
 
 A sample is a window of ``horizon`` consecutive steps of one episode. The policy conditions on the
 first ``n_obs_steps`` observations and predicts the actions of the whole window, of which it
-executes ``n_action_steps`` starting at step ``n_obs_steps - 1`` (the current step), so
-``horizon >= n_obs_steps + n_action_steps - 1`` is required. So that the
-first step of an episode can be "the current step", and the last one can still start a full chunk
-of executed actions, windows may start up to ``pad_before = n_obs_steps - 1`` steps before the
-episode's first step and end up to ``pad_after = n_action_steps - 1`` steps after its last one::
+executes ``n_action_steps`` starting at step ``n_obs_steps - 1`` (the *conditioning step*, the
+current step at inference), so ``horizon >= n_obs_steps + n_action_steps - 1`` is required.
+
+Which windows exist (``end_padding``). Windows start up to ``pad_before = n_obs_steps - 1`` steps
+before the episode's first step, so that the first step can be a conditioning step. How far they
+may run past the episode's last step is ``pad_after``::
 
     episode of length L, window start s (relative to the episode):   -pad_before <= s
                                                                      s + horizon <= L + pad_after
 
-Steps outside the episode repeat its edge step (first or last), and ``is_pad`` marks them. No
-window ever mixes two episodes. An episode too short for any window (L < horizon - pad_before -
-pad_after) contributes none.
+- ``"full"`` (the default): ``pad_after = horizon - n_obs_steps``, so *every* step of every
+  episode, the last one included, is the conditioning step of exactly one window; an episode of
+  L steps gives L windows, and a 1-step episode gives one.
+- ``"action_steps"``: ``pad_after = n_action_steps - 1``, diffusion_policy's rule: the last
+  conditioning step of an episode is ``L - horizon + n_action_steps + n_obs_steps - 2``, so on
+  episodes not much longer than the horizon the end (often the grasp, the lift, the final push)
+  is never trained on. Episodes shorter than ``horizon - pad_before - pad_after`` give no window.
+  Kept for comparison and for reproducing old runs. ``conditioning_coverage`` measures the share
+  of steps each rule trains on.
+
+Padding. Steps outside the episode repeat its first step (before) or its last step (after), and
+``is_pad`` marks them. Padded actions after the end are the *hold action* when the dataset's
+``shape_meta.action.hold`` defines one (``pad_action="hold"``, or ``"auto"``, the default): per
+action dimension ``"zero"`` (a delta: 0 holds still) or ``"last"`` (an absolute target or a
+gripper command: its last value holds). Otherwise (or with ``pad_action="repeat"``) the last action
+is repeated, which for delta actions means "keep moving". No window ever mixes two episodes.
 
 Episodes are split into train and validation sets by episode, never by window (neighbouring
 windows overlap almost entirely, so a window-level split would leak). See ``split_episodes``.
@@ -37,10 +51,65 @@ import numpy as np
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.frame_reader import FrameReader
 from robopolicy.data.reader import ReplayBuffer
+from robopolicy.data.shape_meta import HOLD_KINDS
 
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("rgb", "depth")
+END_PADDING = ("full", "action_steps")  # see the module docstring
+PAD_ACTION = ("auto", "hold", "repeat")  # see the module docstring
+
+
+def pad_after_for(end_padding: str, horizon: int, n_obs_steps: int, n_action_steps: int) -> int:
+    """How many steps a window may run past its episode's last step under ``end_padding``."""
+    if end_padding not in END_PADDING:
+        raise ValueError(f"end_padding must be one of {END_PADDING}, got {end_padding!r}")
+    return horizon - n_obs_steps if end_padding == "full" else n_action_steps - 1
+
+
+def conditioning_steps(length: int, horizon: int, n_obs_steps: int, pad_after: int) -> np.ndarray:
+    """The steps (relative to the episode start) that some window conditions on, ascending."""
+    last = length - horizon + pad_after + n_obs_steps - 1  # conditioning step of the last window
+    return np.arange(0, min(last, length - 1) + 1, dtype=np.int64)
+
+
+def conditioning_coverage(
+    episode_lengths: np.ndarray,
+    horizon: int,
+    n_obs_steps: int,
+    n_action_steps: int,
+    end_padding: str = "full",
+    last_k: int = 5,
+) -> dict[str, float]:
+    """Which share of the steps the sampler trains on as the step a window conditions on.
+
+    Returns ``{"steps": share of all steps, "last_k": share of each episode's last ``last_k``
+    steps (pooled), "episodes_with_last_step": share of episodes whose last step is covered}``.
+    At ``end_padding="full"`` all three are 1.
+    """
+    pad_after = pad_after_for(end_padding, horizon, n_obs_steps, n_action_steps)
+    lengths = [int(n) for n in np.asarray(episode_lengths).ravel()]
+    covered = steps = covered_tail = tail = last_covered = 0
+    for length in lengths:
+        n_covered = len(conditioning_steps(length, horizon, n_obs_steps, pad_after))
+        k = min(last_k, length)
+        covered += n_covered
+        steps += length
+        covered_tail += max(0, n_covered - (length - k))
+        tail += k
+        last_covered += n_covered == length
+    if steps == 0:
+        raise ValueError("conditioning_coverage needs at least one non-empty episode")
+    return {
+        "steps": covered / steps,
+        "last_k": covered_tail / tail,
+        "episodes_with_last_step": last_covered / len(lengths),
+    }
+
+
+def hold_action(last_action: np.ndarray, hold: list[str]) -> np.ndarray:
+    """The action that holds the robot after ``last_action``: 0 on ``"zero"`` dimensions."""
+    return np.where(np.asarray(hold) == "zero", 0.0, last_action).astype(last_action.dtype)
 
 
 @dataclass(frozen=True)
@@ -112,6 +181,8 @@ class SequenceSampler:
         seed: int = 42,
         max_train_episodes: int | None = None,
         fast_images: bool = True,
+        end_padding: str = "full",
+        pad_action: str = "auto",
     ):
         self.horizon = _check_positive("horizon", horizon)
         self.n_obs_steps = _check_positive("n_obs_steps", n_obs_steps)
@@ -125,7 +196,8 @@ class SequenceSampler:
         if replay_buffer.n_episodes == 0:
             raise DatasetError(replay_buffer.path, "has no episodes to sample", "meta/episode_ends")
         self.pad_before = self.n_obs_steps - 1
-        self.pad_after = self.n_action_steps - 1
+        self.end_padding = end_padding
+        self.pad_after = pad_after_for(end_padding, horizon, n_obs_steps, n_action_steps)
         self.replay_buffer = replay_buffer
         self.obs_keys = self._check_keys(replay_buffer, obs_keys, action_key)
         self.action_key = action_key
@@ -137,6 +209,7 @@ class SequenceSampler:
             key: replay_buffer.read_all(key) for key in self.obs_keys if key not in self.image_keys
         }
         self._action = replay_buffer.read_all(action_key)
+        self.hold = self._hold_spec(replay_buffer, pad_action)
         self._images = {
             key: FrameReader(replay_buffer.data[key], fast=fast_images) for key in self.image_keys
         }
@@ -169,6 +242,21 @@ class SequenceSampler:
                 )
         return list(obs_keys)
 
+    @staticmethod
+    def _hold_spec(replay_buffer: ReplayBuffer, pad_action: str) -> list[str] | None:
+        """The per-dimension hold rule used for padded actions after the end (None: repeat)."""
+        if pad_action not in PAD_ACTION:
+            raise ValueError(f"pad_action must be one of {PAD_ACTION}, got {pad_action!r}")
+        hold = replay_buffer.shape_meta["action"].get("hold")
+        if pad_action == "hold" and hold is None:
+            raise DatasetError(
+                replay_buffer.path,
+                "pad_action='hold' needs the dataset to define its hold action (a list of "
+                f"{HOLD_KINDS} per action dimension); use pad_action=repeat or auto",
+                "shape_meta.action.hold",
+            )
+        return None if pad_action == "repeat" else hold
+
     def _set_episodes(self, episodes: np.ndarray) -> None:
         """Enumerate every window of ``episodes``: its first step and its episode's bounds."""
         ends = self.replay_buffer.episode_ends
@@ -191,6 +279,13 @@ class SequenceSampler:
         self._first = np.concatenate(first) if first else empty
         self._last = np.concatenate(last) if last else empty
         self._episode_of = np.concatenate(episode_of) if episode_of else empty
+
+    def coverage(self, last_k: int = 5) -> dict[str, float]:
+        """``conditioning_coverage`` of this sampler's episodes at its settings."""
+        lengths = self.replay_buffer.episode_lengths[self.episodes]
+        return conditioning_coverage(
+            lengths, self.horizon, self.n_obs_steps, self.n_action_steps, self.end_padding, last_k
+        )
 
     def get_validation_sampler(self) -> SequenceSampler:
         """The same windows over the validation episodes (empty when ``val_ratio == 0``).
@@ -217,7 +312,8 @@ class SequenceSampler:
         self._check_index(index)
         start = int(self._starts[index])
         steps = np.arange(start, start + self.horizon)
-        rows = np.clip(steps, self._first[index], self._last[index])
+        last = self._last[index]
+        rows = np.clip(steps, self._first[index], last)
         obs_rows = rows[: self.n_obs_steps]
         obs = {key: values[obs_rows] for key, values in self._low_dim.items()}
         # Edge padding only repeats frames, so the needed rows form one contiguous range.
@@ -225,8 +321,12 @@ class SequenceSampler:
         for key, reader in self._images.items():
             frames = reader.read(low, high)
             obs[key] = frames if high - low == self.n_obs_steps else frames[obs_rows - low]
+        action = self._action[rows]
+        after_end = steps > last
+        if self.hold is not None and after_end.any():
+            action[after_end] = hold_action(self._action[last], self.hold)
         return {
             "obs": {key: obs[key] for key in self.obs_keys},
-            "action": self._action[rows],
+            "action": action,
             "is_pad": rows != steps,
         }

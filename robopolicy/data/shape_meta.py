@@ -4,9 +4,12 @@ Layout (a plain dict, JSON-serialisable, also written in Hydra task configs)::
 
     {"obs": {"scene_rgb": {"shape": [96, 96, 3], "type": "rgb"},
              "eef_pos":   {"shape": [3], "type": "low_dim"}},
-     "action": {"shape": [7]}}
+     "action": {"shape": [7], "hold": ["zero", "zero", "zero", "zero", "zero", "zero", "last"]}}
 
 Shapes are per time step, as stored: images are height x width x channels (HWC), uint8.
+``action.hold`` is optional: how to form the action that holds the robot still, per action
+dimension, ``"zero"`` for a delta (0 holds) or ``"last"`` for an absolute target or a gripper
+command (its last value holds). The sampler pads windows past an episode's end with it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,29 @@ def validate_shape_meta(shape_meta: Any, where: object = "shape_meta") -> dict:
             )
         out["obs"][str(key)] = {"shape": shape, "type": obs_type}
     out["action"] = {"shape": _shape(shape_meta["action"], where, "shape_meta.action")}
+    hold = shape_meta["action"].get("hold")
+    if hold is not None:
+        out["action"]["hold"] = _hold(hold, out["action"]["shape"], where)
     return out
+
+
+HOLD_KINDS = ("zero", "last")  # how each action dimension is held: 0 (a delta) or its last value
+
+
+def _hold(hold: Any, action_shape: list[int], where: object) -> list[str]:
+    hold = [str(kind) for kind in hold] if isinstance(hold, (list, tuple)) else hold
+    if (
+        not isinstance(hold, list)
+        or len(action_shape) != 1
+        or len(hold) != action_shape[0]
+        or any(kind not in HOLD_KINDS for kind in hold)
+    ):
+        raise DatasetError(
+            where,
+            f"expected one of {HOLD_KINDS} per action dimension ({action_shape}), got {hold!r}",
+            "shape_meta.action.hold",
+        )
+    return hold
 
 
 def _shape(spec: Any, where: object, key: str) -> list[int]:

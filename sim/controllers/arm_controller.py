@@ -101,6 +101,16 @@ class ArmController:
         self._joint_target = np.zeros(len(joint_ids))
         self._gripper_ctrl = self.gripper_open.copy()
 
+    def hold_action(self) -> list[str]:
+        """Per action dimension, how to hold still: "zero" (a delta) or "last" (an absolute value).
+
+        Recorded in datasets as ``shape_meta.action.hold``; the sampler pads past an episode's
+        end with it. The gripper command is absolute in every space.
+        """
+        n_arm = self.action_space().shape[0] - 1
+        arm = "zero" if self.kind == "ee_delta" else "last"
+        return [arm] * n_arm + ["last"]
+
     def action_space(self) -> gym.spaces.Box:
         if self.kind == "ee_delta":
             low, high = -np.ones(7), np.ones(7)

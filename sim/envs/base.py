@@ -112,6 +112,7 @@ class TabletopEnv(gym.Env):
             self.workspace_high,
         )
         self.action_space = self.controller.action_space()
+        self.action_hold = self.controller.hold_action()  # see ArmController.hold_action
         self._arm_qpos = self.controller.ik.qpos_index
         self._gripper_qpos = np.array(
             [

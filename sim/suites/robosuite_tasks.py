@@ -120,6 +120,8 @@ class RobosuiteEnv(gym.Env):
         self.observation_space = spaces.Dict(obs_spaces)
         low, high = self.rs.action_spec
         self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32))
+        # OSC_POSE takes pose deltas (0 holds); the last entry is the absolute gripper command.
+        self.action_hold = ["zero"] * (len(low) - 1) + ["last"]
 
     # -- gymnasium API ---------------------------------------------------------------------------
 
