@@ -1,8 +1,9 @@
 """Meta-World's own scripted policies as the registered experts for the Meta-World tasks.
 
 Each v3 task ships a hand-written policy in ``metaworld.policies`` (``reach-v3`` ->
-``SawyerReachV3Policy``) that maps the 39-D goal-observable state to an action; they solve our
-six tasks on nearly every goal. We only look the policy up by name, feed it our ``state`` key,
+``SawyerReachV3Policy``, looked up in Meta-World's own ``ENV_POLICY_MAP``) that maps the 39-D
+goal-observable state to an action. Most solve their task on nearly every goal, some do not
+(bench/results/metaworld_experts.json, docs/metaworld.md). We feed the policy our ``state`` key,
 clip its action to the action space (some policies exceed it) and pass it through
 ``sim.experts.TeleopNoise`` for human-like demos (a pause holds the hand still, gripper as is).
 """
@@ -16,18 +17,11 @@ import numpy as np
 from sim.experts import TeleopNoise, TeleopStyle
 
 
-def policy_class_name(task: str) -> str:
-    """``"button-press-topdown-v3"`` -> ``"SawyerButtonPressTopdownV3Policy"``."""
-    *words, version = task.split("-")
-    return "Sawyer" + "".join(w.capitalize() for w in words) + version.upper() + "Policy"
-
-
 class MetaWorldExpert:
     """Meta-World's scripted policy for the env's task, with a teleop style."""
 
     def __init__(self, env: gym.Env, style: TeleopStyle):
-        task = env.unwrapped.task
-        self.policy = getattr(metaworld.policies, policy_class_name(task))()
+        self.policy = metaworld.policies.ENV_POLICY_MAP[env.unwrapped.task]()
         self.noise = TeleopNoise(style, env.action_space)
 
     @property

@@ -8,8 +8,10 @@ task class directly and keep what matters for comparison with published MT1 numb
   goal position. It is the ``state`` key of a Dict observation, float32. ``agent_pos`` is its
   proprioceptive part alone (hand position and gripper opening, the first 4 entries), for image
   policies that must not see object poses; camera images join as ``<camera>_image`` (uint8 HWC)
-  when asked for. Meta-World's cameras: ``corner``, ``corner2``,
-  ``corner3``, ``corner4``, ``topview``, ``behindGripper``, ``gripperPOV``.
+  when asked for, unless ``obs_mode="state"`` (as for our own tasks: no camera is rendered, so
+  ``task.env_kwargs.obs_mode=state`` evaluates a state policy on any task). Meta-World's
+  cameras: ``corner``, ``corner2``, ``corner3``, ``corner4``, ``topview``, ``behindGripper``,
+  ``gripperPOV``.
 - **Object and goal positions** are drawn at every reset from the task's own random-reset box
   (the same distribution MT1's 50 goals were drawn from), by Meta-World's ``seeded_rand_vec``
   path with its generator re-seeded from gymnasium's ``np_random``: equal seeds, equal episodes.
@@ -38,6 +40,8 @@ SHADOW_MAP_SIZE = 1024  # MuJoCo's default 4096 caps rendering near 40 frames/s 
 # rendered correctly they show the scene upside down, so we flip them back to what Meta-World's
 # authors (and datasets recorded with mujoco-py) saw. topview, behindGripper, gripperPOV are fine.
 FLIPPED_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+OBS_MODES = ("state", "rgb")  # state: no camera images (``cameras`` ignored) | rgb: ``cameras``
 
 
 class MetaWorldEnv(gym.Env):
@@ -46,6 +50,7 @@ class MetaWorldEnv(gym.Env):
     Args:
         task: Meta-World task name, e.g. ``"reach-v3"`` (see ``metaworld.ALL_V3_ENVIRONMENTS``).
         cameras: Meta-World camera names whose images join the observation as ``<name>_image``.
+        obs_mode: ``"rgb"`` renders ``cameras``; ``"state"`` renders none (whatever ``cameras``).
         image_size: height and width of camera observations.
         render_mode: ``"rgb_array"`` or None.
         render_camera: camera used by ``render()``.
@@ -61,6 +66,7 @@ class MetaWorldEnv(gym.Env):
         self,
         task: str = "reach-v3",
         cameras: tuple[str, ...] | list[str] = (),
+        obs_mode: str = "rgb",
         image_size: int = 84,
         render_mode: str | None = None,
         render_camera: str = "corner2",
@@ -68,12 +74,10 @@ class MetaWorldEnv(gym.Env):
         terminate_on_success: bool = True,
         reflections: bool = False,
     ):
-        if task not in ALL_V3_ENVIRONMENTS:
-            raise ValueError(f"unknown Meta-World task {task!r}; see metaworld.ALL_V3_ENVIRONMENTS")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        _check_args(task, tuple(cameras), obs_mode, render_mode, render_camera)
         self.task = task
-        self.cameras = tuple(cameras)
+        self.obs_mode = obs_mode
+        self.cameras = tuple(cameras) if obs_mode == "rgb" else ()
         self.image_size = int(image_size)
         self.render_mode = render_mode
         self.render_camera = render_camera
@@ -173,3 +177,22 @@ class MetaWorldEnv(gym.Env):
         renderer.update_scene(self.data, camera=camera)
         image = renderer.render()
         return np.ascontiguousarray(image[::-1]) if camera in FLIPPED_CAMERAS else image
+
+
+def _check_args(task, cameras, obs_mode, render_mode, render_camera) -> None:
+    """One ``ValueError`` naming the argument, its value and what it may be."""
+    if task not in ALL_V3_ENVIRONMENTS:
+        raise ValueError(
+            f"task={task!r} is not a Meta-World v3 task; expected one of "
+            f"{', '.join(sorted(ALL_V3_ENVIRONMENTS))}"
+        )
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode={obs_mode!r}; expected one of {', '.join(OBS_MODES)}")
+    unknown = [camera for camera in (*cameras, render_camera) if camera not in CAMERAS]
+    if unknown:
+        raise ValueError(
+            f"camera {unknown[0]!r} (in cameras or render_camera) is not a Meta-World camera; "
+            f"expected one of {', '.join(CAMERAS)}"
+        )
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'")

@@ -43,6 +43,7 @@ from robosuite.controllers import load_composite_controller_config
 TASKS = ("Lift", "PickPlaceCan", "NutAssemblySquare")  # robosuite environment names
 
 CONTROL_FREQ = 20  # Hz, robomimic's datasets were recorded at this rate
+OBS_MODES = ("state", "rgb")  # state: no camera images (``cameras`` ignored) | rgb: ``cameras``
 
 
 class RobosuiteEnv(gym.Env):
@@ -52,6 +53,8 @@ class RobosuiteEnv(gym.Env):
         task: robosuite environment name, one of ``TASKS``.
         cameras: robosuite camera names whose images join the observation as ``<name>_image``
             (robomimic uses ``agentview`` and ``robot0_eye_in_hand``). Empty: state only, fast.
+        obs_mode: ``"rgb"`` renders ``cameras``; ``"state"`` renders none (whatever ``cameras``),
+            as ``obs_mode=state`` does for our own tasks.
         image_size: height and width of camera observations.
         render_mode: ``"rgb_array"`` or None.
         render_camera: camera used by ``render()``.
@@ -68,6 +71,7 @@ class RobosuiteEnv(gym.Env):
         self,
         task: str = "Lift",
         cameras: tuple[str, ...] | list[str] = (),
+        obs_mode: str = "rgb",
         image_size: int = 84,
         render_mode: str | None = None,
         render_camera: str = "agentview",
@@ -76,11 +80,14 @@ class RobosuiteEnv(gym.Env):
         reflections: bool = False,
     ):
         if task not in TASKS:
-            raise ValueError(f"unknown robosuite task {task!r}; known: {', '.join(TASKS)}")
+            raise ValueError(f"task={task!r} is not a robosuite task; expected one of {TASKS}")
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode={obs_mode!r}; expected one of {', '.join(OBS_MODES)}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.task = task
-        self.cameras = tuple(cameras)
+        self.obs_mode = obs_mode
+        self.cameras = tuple(cameras) if obs_mode == "rgb" else ()
         self.image_size = int(image_size)
         self.render_mode = render_mode
         self.render_camera = render_camera
