@@ -16,9 +16,10 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.algos.bc import evaluate_policy
+from robopolicy.eval.env_check import check_env_config
 from robopolicy.eval.evaluate import summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.distributed import init_distributed, shutdown
@@ -45,6 +46,9 @@ def algorithm(name: str):
 
 def run(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    task = cfg.task  # its env is built once here: a bad env kwarg stops the run in seconds
+    env_kwargs = OmegaConf.to_container(task.env_kwargs, resolve=True)
+    check_env_config(task.env_id, env_kwargs, cfg.env_modules, task.get("max_episode_steps"))
     ranks, device = init_distributed(cfg.device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)

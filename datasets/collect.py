@@ -34,6 +34,7 @@ from hydra.utils import to_absolute_path  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from robopolicy.eval.env_check import EnvConfigError, make_checked_env  # noqa: E402
 from sim.experts import TeleopStyle, make_expert  # noqa: E402  (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode  # noqa: E402
 
@@ -42,13 +43,6 @@ REQUIRED_TASK_KEYS = ("name", "env_id", "env_kwargs", "fps", "max_episode_steps"
 
 class ConfigError(ValueError):
     """A bad collect/task config; the message names the key, the value, and what was expected."""
-
-
-def make_env(task: dict) -> gym.Env:
-    """The task's env, exactly as the dataset's ``env_spec`` will describe it."""
-    return gym.make(
-        task["env_id"], max_episode_steps=task["max_episode_steps"], **task["env_kwargs"]
-    )
 
 
 def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
@@ -61,9 +55,6 @@ def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
     missing = [key for key in REQUIRED_TASK_KEYS if key not in task]
     if missing:
         raise ConfigError(f"task config {task.get('name', '?')!r} lacks key(s): {missing}")
-    if task["env_id"] not in gym.registry:
-        known = sorted(k for k in gym.registry if "/" in k)
-        raise ConfigError(f"task.env_id={task['env_id']!r} is not registered; known: {known}")
     if int(cfg.n_episodes) < 1 or int(cfg.n_workers) < 1:
         raise ConfigError(
             f"n_episodes={cfg.n_episodes} and n_workers={cfg.n_workers} must both be >= 1"
@@ -72,10 +63,10 @@ def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
         raise ConfigError(f"injected_noise_std={cfg.injected_noise_std} must be >= 0")
     if cfg.dagger.checkpoint and not Path(to_absolute_path(cfg.dagger.checkpoint)).exists():
         raise ConfigError(f"dagger.checkpoint={cfg.dagger.checkpoint!r}: no such file")
-    try:
-        env = make_env(task)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"task.env_kwargs for {task['env_id']}: {error}") from error
+    try:  # the task's env, exactly as the dataset's env_spec will describe it
+        env = make_checked_env(task["env_id"], task["env_kwargs"], (), task["max_episode_steps"])
+    except EnvConfigError as error:
+        raise ConfigError(str(error)) from None
     try:
         make_expert(env)
         shape_meta = shape_meta_for(env)
