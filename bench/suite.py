@@ -332,6 +332,7 @@ def run_task(task: SuiteTask, args, results: dict, command: str) -> dict:
         dataset = dataset_path(config)
         if not dataset.exists():
             made = collect_demos(task, config, plan, args)
+            results = suite_results.load_results(Path(args.results))  # other suite processes
             results["collections"][task.name] = made
             results = suite_results.save_results(Path(args.results), results, command)
             print(f"{task.name}: collected {made['n_episodes']} demos in {made['collect_s']:.0f} s")
@@ -356,7 +357,8 @@ def run_task(task: SuiteTask, args, results: dict, command: str) -> dict:
         made = results["collections"].get(task.name, {})
         same_dataset = made.get("dataset") == settings["dataset"]
         entry["collect_s"] = made.get("collect_s") if same_dataset else None
-        results = suite_results.merge_run(results, entry)
+        # Re-read the file first: suite processes for other tasks may have written to it.
+        results = suite_results.merge_run(suite_results.load_results(Path(args.results)), entry)
         results = suite_results.save_results(Path(args.results), results, command)
         low, high = entry["success_ci95"]
         print(
