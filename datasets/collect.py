@@ -94,7 +94,11 @@ def shape_meta_for(env: gym.Env) -> dict:
         else:
             kind = "low_dim"
         obs[key] = {"shape": list(space.shape), "type": kind}
-    return {"obs": obs, "action": {"shape": list(env.action_space.shape)}}
+    action = {"shape": list(env.action_space.shape)}
+    hold = getattr(env.unwrapped, "action_hold", None)  # how the env's actions hold still
+    if hold is not None:
+        action["hold"] = list(hold)
+    return {"obs": obs, "action": action}
 
 
 def collect(cfg: DictConfig) -> Path:
@@ -188,7 +192,11 @@ def open_to_append(out: Path, shape_meta: dict, env_spec: dict):
     from robopolicy.data.writer import DatasetWriter
 
     existing = ReplayBuffer.open(out)
-    if existing.shape_meta != shape_meta or existing.env_spec.get("id") != env_spec["id"]:
+    # The hold action is compared only where both record one (datasets before it lack it).
+    old, new = existing.shape_meta, shape_meta
+    same_hold = old["action"].get("hold", new["action"].get("hold")) == new["action"].get("hold")
+    same_shapes = old["obs"] == new["obs"] and old["action"]["shape"] == new["action"]["shape"]
+    if not (same_hold and same_shapes) or existing.env_spec.get("id") != env_spec["id"]:
         raise ConfigError(
             f"append=true: {out} holds {existing.env_spec.get('id')} with shape_meta "
             f"{existing.shape_meta}; this run collects {env_spec['id']} with {shape_meta}"

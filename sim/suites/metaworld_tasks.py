@@ -108,6 +108,7 @@ class MetaWorldEnv(gym.Env):
             obs_spaces[f"{cam}_image"] = spaces.Box(0, 255, shape, np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.action_hold = ["zero"] * 3 + ["last"]  # hand-position deltas, absolute gripper effort
 
     # -- gymnasium API ---------------------------------------------------------------------------
 
