@@ -90,7 +90,7 @@ class _Snapshot:
     ee_position: np.ndarray
     ee_quat: np.ndarray
     fingers: np.ndarray
-    object_state: np.ndarray
+    objects: dict[str, np.ndarray]  # the env's privileged keys (object_state, object_pos, ...)
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class SimWorld(TaskControl):
             ee_position=position,
             ee_quat=quat,
             fingers=data.qpos[self._fingers].copy(),
-            object_state=np.asarray(env.object_state(), dtype=np.float64),
+            objects=privileged_observation(env, position),
         )
 
     # ---- the camera thread ------------------------------------------------------------------
@@ -411,16 +411,27 @@ class SimCamera(Camera):
         """Nothing to release (the world is closed by the robot's task)."""
 
 
-class SimObjectState(Sensor):
-    """The task's privileged ``object_state`` (e.g. the cube's pose and the target), as the
-    state-based policies were trained on."""
+def privileged_observation(env, hand_position: np.ndarray) -> dict[str, np.ndarray]:
+    """The env's object observations as its ``_observation`` builds them (float64 here)."""
+    objects = {"object_state": np.asarray(env.object_state(), dtype=np.float64)}
+    if env.object_positions_size:
+        positions = np.asarray(env.object_positions(), dtype=np.float64)
+        objects["object_pos"] = positions
+        objects["eef_to_object"] = positions[:3] - hand_position
+    return objects
 
-    def __init__(self, world: SimWorld) -> None:
+
+class SimObjectState(Sensor):
+    """One of the task's privileged observations (``object_state``: e.g. the cube's pose and
+    the target; ``object_pos``, ``eef_to_object``), as the state-based policies were trained on."""
+
+    def __init__(self, world: SimWorld, key: str = "object_state") -> None:
         self.world = world
+        self.key = key
 
     def read(self) -> SensorReading:
         state = self.world.snapshot()
-        return SensorReading(state.object_state, state.time)
+        return SensorReading(state.objects[self.key], state.time)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -457,7 +468,8 @@ def make_sim_robot(
     camera_fps: float | None = None,
 ) -> Robot:
     """The sim robot: arm ``"arm"`` (always behind a running ``SafetyLayer``), gripper
-    ``"gripper"``, the env's cameras (none with ``obs_mode="state"``), sensor ``"object_state"``,
+    ``"gripper"``, the env's cameras (none with ``obs_mode="state"``), sensors ``"object_state"``
+    (and ``"object_pos"``, ``"eef_to_object"`` where the task defines them),
     task control = the world (started with ``reset_episode(seed)``). ``limits``: a
     ``SafetyLimits``, or a mapping of fields overriding ``sim_safety_limits``; ``camera_fps``
     defaults to the env's policy rate."""
@@ -484,7 +496,7 @@ def make_sim_robot(
         arms={"arm": layer},
         grippers={"gripper": SimGripper(world)},
         cameras={name: SimCamera(world, name) for name in world.camera_names},
-        sensors={"object_state": SimObjectState(world)},
+        sensors={key: SimObjectState(world, key) for key in world.snapshot().objects},
         task=world,
         info=info,
     )

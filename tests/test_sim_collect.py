@@ -47,8 +47,12 @@ def test_collect_writes_a_readable_state_only_dataset(tmp_path):
         "eef_quat",
         "gripper_pos",
         "object_state",
+        "object_pos",
+        "eef_to_object",
     }
     assert buffer.shape_meta["action"]["shape"] == [7]
+    # ee_delta: the six pose deltas hold at 0, the gripper command keeps its last value
+    assert buffer.shape_meta["action"]["hold"] == ["zero"] * 6 + ["last"]
     assert list(buffer.episode_meta["seed"]) == [0, 1]
     assert buffer.data["sim_state"].dtype == np.float64
     done = np.asarray(buffer.data["done"][:])

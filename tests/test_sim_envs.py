@@ -51,6 +51,8 @@ def test_observation_keys_shapes_and_dtypes():
         "eef_quat",
         "gripper_pos",
         "object_state",
+        "object_pos",
+        "eef_to_object",
         "scene_rgb",
         "wrist_rgb",
     }
@@ -60,6 +62,10 @@ def test_observation_keys_shapes_and_dtypes():
     assert np.isclose(np.linalg.norm(obs["eef_quat"]), 1.0, atol=1e-5)
     assert obs["gripper_pos"].shape == (2,)
     assert obs["object_state"].shape == (9,) and obs["object_state"].dtype == np.float32
+    # Positions without the cube's orientation: cube xyz, target xy; and cube minus hand.
+    state = obs["object_state"]
+    np.testing.assert_array_equal(obs["object_pos"], np.concatenate([state[:3], state[7:]]))
+    np.testing.assert_allclose(obs["eef_to_object"], state[:3] - obs["eef_pos"], atol=1e-7)
     assert obs["scene_rgb"].shape == (48, 64, 3) and obs["scene_rgb"].dtype == np.uint8
     assert info["is_success"] is False
     assert env.observation_space.contains(obs)

@@ -14,8 +14,10 @@ Observations (a ``Dict``; low-dimensional entries float32):
   ``eef_quat`` (4,) grip-site orientation, wxyz, with the sign (q and -q are one rotation) that
   puts it in the home orientation's hemisphere, so it does not jump while the hand points down;
   ``gripper_pos`` (2,) the two finger joints;
-  ``object_state`` (k,) task-defined; and, unless ``obs_mode="state"``, ``<camera>_rgb``
-  (H, W, 3) uint8 per camera and, with ``obs_mode="rgbd"``, ``<camera>_depth`` (H, W, 1) float32
+  ``object_state`` (k,) task-defined; for tasks that define ``object_positions`` (positions
+  only, no orientations), ``object_pos`` (m,) those and ``eef_to_object`` (3,) the first
+  object's position relative to the grip site (robomimic's ``gripper_to_cube_pos``); and, unless
+  ``obs_mode="state"``, ``<camera>_rgb`` (H, W, 3) uint8 per camera and, with ``obs_mode="rgbd"``, ``<camera>_depth`` (H, W, 1) float32
   metres. With ``obs_mode="state"`` no renderer is ever created.
 
 Timing: ``policy_hz`` actions per simulated second (10), ``control_hz`` controller ticks (100),
@@ -139,6 +141,14 @@ class TabletopEnv(gym.Env):
         """The task's object state (``object_state_size`` floats)."""
         return np.zeros(0)
 
+    object_positions_size = 0  # > 0: the task defines object_positions (observation object_pos)
+
+    def object_positions(self) -> np.ndarray:
+        """Object and goal positions without orientations (``object_positions_size`` floats),
+        the first object's xyz first. Orientations a policy need not see (a cube's yaw, which
+        the 90-degree symmetry makes ambiguous) stay out, so small datasets cannot latch on them."""
+        return np.zeros(0)
+
     def is_success(self) -> bool:
         return False
 
@@ -252,6 +262,9 @@ class TabletopEnv(gym.Env):
             "gripper_pos": vector(len(self._gripper_qpos)),
             "object_state": vector(self.object_state_size),
         }
+        if self.object_positions_size:
+            spaces["object_pos"] = vector(self.object_positions_size)
+            spaces["eef_to_object"] = vector(3)
         for camera in self.cameras:
             spaces[f"{camera}_rgb"] = gym.spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
             if self.obs_mode == "rgbd":
@@ -271,6 +284,10 @@ class TabletopEnv(gym.Env):
             "gripper_pos": self.data.qpos[self._gripper_qpos].astype(np.float32),
             "object_state": np.asarray(self.object_state(), dtype=np.float32),
         }
+        if self.object_positions_size:
+            objects = np.asarray(self.object_positions(), dtype=np.float32)
+            obs["object_pos"] = objects
+            obs["eef_to_object"] = objects[:3] - obs["eef_pos"]
         for camera in self.cameras:
             obs[f"{camera}_rgb"] = self._camera_renderer.rgb(self.data, CAMERAS[camera])
             if self.obs_mode == "rgbd":
