@@ -17,8 +17,9 @@ Observations (a ``Dict``; low-dimensional entries float32):
   ``object_state`` (k,) task-defined; for tasks that define ``object_positions`` (positions
   only, no orientations), ``object_pos`` (m,) those and ``eef_to_object`` (3,) the first
   object's position relative to the grip site (robomimic's ``gripper_to_cube_pos``); and, unless
-  ``obs_mode="state"``, ``<camera>_rgb`` (H, W, 3) uint8 per camera and, with ``obs_mode="rgbd"``, ``<camera>_depth`` (H, W, 1) float32
-  metres. With ``obs_mode="state"`` no renderer is ever created.
+  ``obs_mode="state"``, ``<camera>_rgb`` (H, W, 3) uint8 per camera and, with
+  ``obs_mode="rgbd"``, ``<camera>_depth`` (H, W, 1) float32 metres. With ``obs_mode="state"``
+  no renderer is ever created.
 
 Timing: ``policy_hz`` actions per simulated second (10), ``control_hz`` controller ticks (100),
 physics at the model's 2 ms timestep (500 Hz), so each ``step`` runs 10 ticks of 5 substeps.
