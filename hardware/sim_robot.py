@@ -418,6 +418,8 @@ def privileged_observation(env, hand_position: np.ndarray) -> dict[str, np.ndarr
         positions = np.asarray(env.object_positions(), dtype=np.float64)
         objects["object_pos"] = positions
         objects["eef_to_object"] = positions[:3] - hand_position
+    if env.goal_offset_size:
+        objects["object_to_goal"] = np.asarray(env.goal_offset(), dtype=np.float64)
     return objects
 
 

@@ -49,6 +49,7 @@ def test_collect_writes_a_readable_state_only_dataset(tmp_path):
         "object_state",
         "object_pos",
         "eef_to_object",
+        "object_to_goal",
     }
     assert buffer.shape_meta["action"]["shape"] == [7]
     # ee_delta: the six pose deltas hold at 0, the gripper command keeps its last value

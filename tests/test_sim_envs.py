@@ -53,6 +53,7 @@ def test_observation_keys_shapes_and_dtypes():
         "object_state",
         "object_pos",
         "eef_to_object",
+        "object_to_goal",
         "scene_rgb",
         "wrist_rgb",
     }
@@ -66,6 +67,7 @@ def test_observation_keys_shapes_and_dtypes():
     state = obs["object_state"]
     np.testing.assert_array_equal(obs["object_pos"], np.concatenate([state[:3], state[7:]]))
     np.testing.assert_allclose(obs["eef_to_object"], state[:3] - obs["eef_pos"], atol=1e-7)
+    np.testing.assert_allclose(obs["object_to_goal"], state[7:] - state[:2], atol=1e-7)
     assert obs["scene_rgb"].shape == (48, 64, 3) and obs["scene_rgb"].dtype == np.uint8
     assert info["is_success"] is False
     assert env.observation_space.contains(obs)

@@ -16,7 +16,9 @@ Observations (a ``Dict``; low-dimensional entries float32):
   ``gripper_pos`` (2,) the two finger joints;
   ``object_state`` (k,) task-defined; for tasks that define ``object_positions`` (positions
   only, no orientations), ``object_pos`` (m,) those and ``eef_to_object`` (3,) the first
-  object's position relative to the grip site (robomimic's ``gripper_to_cube_pos``); and, unless
+  object's position relative to the grip site (robomimic's ``gripper_to_cube_pos``); for tasks
+  that also define ``goal_offset``, ``object_to_goal`` where that object must go, relative to it
+  (relative vectors spare a small dataset learning differences of absolute positions); and, unless
   ``obs_mode="state"``, ``<camera>_rgb`` (H, W, 3) uint8 per camera and, with
   ``obs_mode="rgbd"``, ``<camera>_depth`` (H, W, 1) float32 metres. With ``obs_mode="state"``
   no renderer is ever created.
@@ -150,6 +152,12 @@ class TabletopEnv(gym.Env):
         the 90-degree symmetry makes ambiguous) stay out, so small datasets cannot latch on them."""
         return np.zeros(0)
 
+    goal_offset_size = 0  # > 0: the task defines goal_offset (observation object_to_goal)
+
+    def goal_offset(self) -> np.ndarray:
+        """Where the first object must go, minus where it is (``goal_offset_size`` floats)."""
+        return np.zeros(0)
+
     def is_success(self) -> bool:
         return False
 
@@ -266,6 +274,8 @@ class TabletopEnv(gym.Env):
         if self.object_positions_size:
             spaces["object_pos"] = vector(self.object_positions_size)
             spaces["eef_to_object"] = vector(3)
+        if self.goal_offset_size:
+            spaces["object_to_goal"] = vector(self.goal_offset_size)
         for camera in self.cameras:
             spaces[f"{camera}_rgb"] = gym.spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
             if self.obs_mode == "rgbd":
@@ -289,6 +299,8 @@ class TabletopEnv(gym.Env):
             objects = np.asarray(self.object_positions(), dtype=np.float32)
             obs["object_pos"] = objects
             obs["eef_to_object"] = objects[:3] - obs["eef_pos"]
+        if self.goal_offset_size:
+            obs["object_to_goal"] = np.asarray(self.goal_offset(), dtype=np.float32)
         for camera in self.cameras:
             obs[f"{camera}_rgb"] = self._camera_renderer.rgb(self.data, CAMERAS[camera])
             if self.obs_mode == "rgbd":

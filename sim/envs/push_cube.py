@@ -5,7 +5,8 @@ in the images (a green disc) and in ``object_state``. Success: the cube's centre
 ``SUCCESS_RADIUS`` (3 cm) of the target's centre, in the table plane.
 
 ``object_state`` (9,): cube position (3), cube orientation quaternion wxyz (4), target xy (2).
-``object_pos`` (5,): cube position (3), target xy (2); ``eef_to_object``: cube minus hand (3).
+``object_pos`` (5,): cube position (3), target xy (2); ``eef_to_object``: cube minus hand (3);
+``object_to_goal`` (2,): target minus cube, xy.
 
 The target is a *mocap* body, so its position is part of the simulator state that
 ``get_sim_state`` returns, and a stored state re-renders with the target where it was.
@@ -35,6 +36,7 @@ class PushCubeEnv(TabletopEnv):
 
     object_state_size = 9
     object_positions_size = 5
+    goal_offset_size = 2
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         cube = spec.worldbody.add_body(name="cube", pos=[0.0, 0.0, CUBE_HALF_SIZE])
@@ -76,6 +78,9 @@ class PushCubeEnv(TabletopEnv):
 
     def object_positions(self) -> np.ndarray:
         return np.concatenate([self.cube_pose()[0], self.target_xy()])
+
+    def goal_offset(self) -> np.ndarray:
+        return self.target_xy() - self.cube_pose()[0][:2]
 
     def cube_to_target(self) -> float:
         return float(np.linalg.norm(self.cube_pose()[0][:2] - self.target_xy()))

@@ -14,7 +14,9 @@ Success, all at once:
   would not restore): a policy step is 0.1 s, so a cube still settling or tipping off is moving
   faster than that.
 
-``object_state`` (14,): A's position (3) and quaternion wxyz (4), then B's.
+``object_state`` (14,): A's position (3) and quaternion wxyz (4), then B's. ``object_pos`` (6,):
+A's position, then B's; ``eef_to_object``: A minus hand; ``object_to_goal`` (3,): where A's
+centre rests when stacked (B's top centre plus A's half size) minus A's centre.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class StackEnv(TabletopEnv):
     """Franka Panda (by default) stacks a red cube on a blue one; ``ee_delta`` at 10 Hz."""
 
     object_state_size = 14
+    object_positions_size = 6
+    goal_offset_size = 3
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -68,6 +72,13 @@ class StackEnv(TabletopEnv):
     def object_state(self) -> np.ndarray:
         a, b = self.data.body("cube_a"), self.data.body("cube_b")
         return np.concatenate([a.xpos, a.xquat, b.xpos, b.xquat])
+
+    def object_positions(self) -> np.ndarray:
+        return np.concatenate([self.cube_pos("cube_a"), self.cube_pos("cube_b")])
+
+    def goal_offset(self) -> np.ndarray:
+        resting = self.cube_pos("cube_b") + [0.0, 0.0, CUBE_B_HALF_SIZE + CUBE_A_HALF_SIZE]
+        return resting - self.cube_pos("cube_a")
 
     def is_grasped(self) -> bool:
         return self.grasp.holding(self.data, self.cube_geom)
