@@ -22,7 +22,8 @@ expert picks a side per episode, left with probability ``expert_left_prob`` (an 
 so that collection configs can set it; the env itself ignores it), and reports it as ``mode``.
 
 ``object_state`` (9,): cube position (3), cube quaternion wxyz (4), target xy (2). The post is
-fixed, so it needs no entry.
+fixed, so it needs no entry. ``object_pos`` (5,): cube position, target xy; ``eef_to_object``:
+cube minus hand; ``object_to_goal`` (2,): target minus cube, xy.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class AroundObstacleEnv(TabletopEnv):
     """Franka Panda (by default) carries a cube around a post; ``ee_delta`` at 10 Hz."""
 
     object_state_size = 9
+    object_positions_size = 5
+    goal_offset_size = 2
     workspace_high = np.array([0.2, 0.35, POST_HEIGHT])
 
     def __init__(self, expert_left_prob: float = 0.5, **kwargs) -> None:
@@ -113,6 +116,12 @@ class AroundObstacleEnv(TabletopEnv):
 
     def object_state(self) -> np.ndarray:
         return np.concatenate([*self.cube_pose(), self.target_xy()])
+
+    def object_positions(self) -> np.ndarray:
+        return np.concatenate([self.cube_pose()[0], self.target_xy()])
+
+    def goal_offset(self) -> np.ndarray:
+        return self.target_xy() - self.cube_pose()[0][:2]
 
     def is_grasped(self) -> bool:
         return self.grasp.holding(self.data, self.cube_geom)
