@@ -55,9 +55,10 @@ def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
     missing = [key for key in REQUIRED_TASK_KEYS if key not in task]
     if missing:
         raise ConfigError(f"task config {task.get('name', '?')!r} lacks key(s): {missing}")
-    if int(cfg.n_episodes) < 1 or int(cfg.n_workers) < 1:
+    if int(cfg.n_episodes) < 1 or int(cfg.n_workers) < 1 or int(cfg.write_every) < 1:
         raise ConfigError(
-            f"n_episodes={cfg.n_episodes} and n_workers={cfg.n_workers} must both be >= 1"
+            f"n_episodes={cfg.n_episodes}, n_workers={cfg.n_workers} and "
+            f"write_every={cfg.write_every} must all be >= 1"
         )
     if float(cfg.injected_noise_std) < 0:
         raise ConfigError(f"injected_noise_std={cfg.injected_noise_std} must be >= 0")
@@ -164,19 +165,24 @@ def collect(cfg: DictConfig) -> Path:
         context.Pool(int(cfg.n_workers), init_worker, init_args) as pool,
         tqdm(total=int(cfg.n_episodes), desc=f"collect {task['name']}", unit="ep") as progress,
     ):
+        pending: list[tuple[dict, dict]] = []  # kept episodes not yet in the dataset
         for episode in pool.imap(worker_episode, seeds):
             if episode.success or dagger:  # a learner's failures are labelled states too
                 meta = {"seed": episode.seed}
                 if episode.mode is not None:
                     meta["mode"] = episode.mode
-                writer.append_episode(episode.steps, episode_meta=meta)
+                pending.append((episode.steps, meta))
                 written += 1
                 progress.update(1)
             else:
                 failed += 1
             progress.set_postfix(failed=failed)
+            if len(pending) >= int(cfg.write_every) or written == int(cfg.n_episodes):
+                writer.append_episodes(pending)
+                pending = []
             if written == int(cfg.n_episodes):
                 break
+        writer.append_episodes(pending)  # what was kept before the failures ran out
     if written < int(cfg.n_episodes):
         raise RuntimeError(
             f"only {written} of {cfg.n_episodes} episodes succeeded: more than max_failures="

@@ -214,3 +214,30 @@ def test_unknown_codec_is_named(tmp_path):
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="codec that is not installed"):
         ReplayBuffer.open(path)
+
+
+def test_a_group_of_episodes_is_written_as_one_append_equal_to_one_at_a_time(tmp_path):
+    meta = {"obs": {"pos": {"shape": [2], "type": "low_dim"}}, "action": {"shape": [1]}}
+    episodes = [
+        (
+            {"pos": np.full((n, 2), n, np.float32), "action": np.full((n, 1), -n, np.float32)},
+            {"seed": n},
+        )
+        for n in (1, 4, 2)
+    ]
+    with DatasetWriter.create(tmp_path / "one.zarr", meta, fps=10) as writer:
+        for steps, episode_meta in episodes:
+            writer.append_episode(steps, episode_meta)
+    with DatasetWriter.create(tmp_path / "group.zarr", meta, fps=10) as writer:
+        assert writer.append_episodes(episodes[:2]) == range(0, 2)
+        assert writer.append_episodes([]) == range(2, 2)
+        assert writer.append_episodes(episodes[2:]) == range(2, 3)
+    one, group = (
+        ReplayBuffer.open(tmp_path / "one.zarr"),
+        ReplayBuffer.open(tmp_path / "group.zarr"),
+    )
+    np.testing.assert_array_equal(group.episode_ends, [1, 5, 7])
+    np.testing.assert_array_equal(group.episode_ends, one.episode_ends)
+    for key in ("pos", "action"):
+        np.testing.assert_array_equal(group.read_all(key), one.read_all(key))
+    np.testing.assert_array_equal(group.episode_meta["seed"], [1, 4, 2])
