@@ -438,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     results = suite_results.load_results(results_path)
     for task in tasks:
         results = run_task(task, args, results, command)
+    results = suite_results.load_results(results_path)  # with other suite processes' runs
     if not results["runs"]:
         print("no runs in the results yet: nothing to summarise or draw")
         return
