@@ -89,7 +89,8 @@ def stream(arm, offset: np.ndarray, seconds: float) -> None:
 
 
 def test_client_proxies_behave_like_the_local_robot(robot):
-    assert set(robot.arms) == {"arm"} and set(robot.sensors) == {"object_state"}
+    assert set(robot.arms) == {"arm"}
+    assert set(robot.sensors) == {"object_state", "object_pos", "eef_to_object", "object_to_goal"}
     assert robot.info["env_id"] == "robopolicy/PushCube-v0" and robot.info["control_hz"] == 100
     io = RobotIO(robot, STATE_META, "ee_delta")
     obs, times = io.observe()
