@@ -287,6 +287,13 @@ def train_seed(task: SuiteTask, seed: int, args) -> dict:
     ]
     started = time.time()
     total_s = run_logged(command, run_dir / "train.log")
+    return run_entry(task, seed, run_dir, command, started, total_s)
+
+
+def run_entry(
+    task: SuiteTask, seed: int, run_dir: Path, command: list[str], started: float, total_s: float
+) -> dict:
+    """The results entry of a finished train.py run in ``run_dir`` (started at ``started``)."""
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
     evaluation = run_dir / "eval.json"
     if not evaluation.exists() or not checkpoint.exists():

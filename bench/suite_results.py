@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def save_results(path: Path, results: dict, command: str) -> dict:
         "summary": summarize(results),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per suite process
     temporary.write_text(json.dumps(results, indent=2) + "\n")
     temporary.replace(path)
     return results
