@@ -347,6 +347,12 @@ def test_short_dsrl_run_beats_the_base_policy_on_pushcube(tmp_path, pushcube_sta
             "+experiment=main_job",
             "algo.num_steps=1500",
             "algo.eval_every=0",
+            # The short-run DSRL settings below were tuned on a base trained with the old
+            # window rule and repeat-last padding; on the new defaults (every step covered,
+            # hold padding) the 1500-step base and its 6k-step DSRL run both scored 7/40.
+            # Retuning this test's margin for the new base is issue 16's work.
+            "data.end_padding=action_steps",
+            "data.pad_action=repeat",
             *common,
             f"hydra.run.dir={base_dir}",
         ],

@@ -128,6 +128,9 @@ def test_teleop_on_the_sim_arm_records_a_dataset_that_trains(tmp_path):
         "eef_quat",
         "gripper_pos",
         "object_state",
+        "object_pos",  # the sim arm publishes the env's relative observations as sensors too
+        "eef_to_object",
+        "object_to_goal",
     }
     first, second = buffer.get_episode(0), buffer.get_episode(1)
     # the recorded actions are the commanded ee_delta: +x at half a step while w was held
