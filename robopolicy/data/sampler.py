@@ -107,9 +107,10 @@ def conditioning_coverage(
     }
 
 
-def hold_action(last_action: np.ndarray, hold: list[str]) -> np.ndarray:
-    """The action that holds the robot after ``last_action``: 0 on ``"zero"`` dimensions."""
-    return np.where(np.asarray(hold) == "zero", 0.0, last_action).astype(last_action.dtype)
+def hold_action(last_action: np.ndarray, zero_dims: np.ndarray) -> np.ndarray:
+    """The action that holds the robot after ``last_action``: 0 where ``zero_dims`` is True
+    (the ``"zero"`` dimensions of ``shape_meta.action.hold``), the last value elsewhere."""
+    return np.where(zero_dims, 0.0, last_action).astype(last_action.dtype)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,8 @@ class SequenceSampler:
         }
         self._action = replay_buffer.read_all(action_key)
         self.hold = self._hold_spec(replay_buffer, pad_action)
+        # per-sample work stays a numpy gather: the hold rule as a mask, computed once
+        self._hold_zero = None if self.hold is None else np.asarray(self.hold) == "zero"
         self._images = {
             key: FrameReader(replay_buffer.data[key], fast=fast_images) for key in self.image_keys
         }
@@ -323,8 +326,8 @@ class SequenceSampler:
             obs[key] = frames if high - low == self.n_obs_steps else frames[obs_rows - low]
         action = self._action[rows]
         after_end = steps > last
-        if self.hold is not None and after_end.any():
-            action[after_end] = hold_action(self._action[last], self.hold)
+        if self._hold_zero is not None and after_end.any():
+            action[after_end] = hold_action(self._action[last], self._hold_zero)
         return {
             "obs": {key: obs[key] for key in self.obs_keys},
             "action": action,
