@@ -18,9 +18,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from robopolicy.algos.bc import evaluate_policy
 from robopolicy.eval.env_check import check_env_config
-from robopolicy.eval.evaluate import summarize
+from robopolicy.eval.evaluate import evaluate_policy, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger

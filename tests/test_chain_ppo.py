@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,10 +11,12 @@ import torch
 
 from robopolicy.rl.chain_ppo import (
     ChainPPOConfig,
+    _log_prob_and_entropy,
     clip_schedule,
     compute_gae,
     denoising_discount,
     explained_variance,
+    sample_chain,
     step_log_prob,
 )
 from robopolicy.rl.critic import ValueCritic
@@ -42,6 +45,62 @@ def test_step_log_prob_clamps_each_element():
     got = step_log_prob(x_next, mean, std, slice(0, 4), -5.0, 2.0)
     peak = -math.log(0.1) - 0.5 * math.log(2 * math.pi)  # 1.38, inside the clamp
     assert got.item() == pytest.approx((2 * peak + 2 * -5.0) / 4)
+
+
+class RandomGaussianChain:
+    """A ``ChainActor`` whose step ``i`` is ``N(0.8 x + b_i + c, s_i^2)`` (``c``: the row's
+    condition summed) with fixed random ``b_i, s_i``; a third of the ``s_i`` are 0, the rest in
+    ``[0, 0.6)``, so the std floors matter."""
+
+    def __init__(
+        self, num_steps: int = 4, ft_steps: int = 3, horizon: int = 6, action_dim: int = 2
+    ):
+        generator = torch.Generator().manual_seed(0)
+        shape = (num_steps, horizon, action_dim)
+        self.bias = torch.randn(shape, generator=generator)
+        std = 0.6 * torch.rand(shape, generator=generator)
+        self.std = torch.where(torch.rand(shape, generator=generator) < 1 / 3, 0.0, std)
+        self.num_steps, self.ft_steps = num_steps, ft_steps
+        self.policy = SimpleNamespace(
+            initial_noise=lambda batch, _noise, gen: torch.randn(
+                batch, horizon, action_dim, generator=gen
+            ),
+            unnormalize_action=lambda x: x,
+        )
+
+    def step_distribution(self, x, step, cond):
+        mean = 0.8 * x + self.bias[step] + cond.sum(-1)[:, None, None]
+        return mean, self.std[step].expand_as(mean)
+
+
+def test_rl_log_prob_is_the_floored_clamped_normal_log_prob_in_sampling_and_update():
+    """The log-probability RL stores when sampling and recomputes in the PPO update is torch's
+    Normal log-density with std floored at ``min_logprob_std`` (not ``min_sampling_std``),
+    clamped to ``[logprob_min, logprob_max]`` per element, averaged over the executed window."""
+    actor = RandomGaussianChain()
+    cfg = ChainPPOConfig(
+        min_sampling_std=0.05, min_logprob_std=0.1, logprob_min=-2.0, logprob_max=1.0
+    )
+    cond, window = torch.randn(16, 3), slice(1, 5)
+    sample = sample_chain(actor, cond, window, cfg, torch.Generator().manual_seed(1))
+    first_tuned = actor.num_steps - actor.ft_steps
+    clamped_low = clamped_high = False
+    for k in range(actor.ft_steps):
+        x, x_next = sample.chain[:, k], sample.chain[:, k + 1]
+        mean, std = actor.step_distribution(x, first_tuned + k, cond)
+        density = torch.distributions.Normal(mean, std.clamp_min(0.1)).log_prob(x_next)[:, window]
+        clamped_low |= bool((density < -2.0).any())
+        clamped_high |= bool((density > 1.0).any())
+        expected = density.clamp(-2.0, 1.0).mean(dim=(1, 2))
+        torch.testing.assert_close(sample.log_prob[:, k], expected)
+    assert clamped_low and clamped_high  # both clamps were exercised
+
+    rows = torch.arange(16).repeat_interleave(actor.ft_steps)
+    k = torch.arange(actor.ft_steps).repeat(16)
+    recomputed, _ = _log_prob_and_entropy(
+        actor, sample.chain[rows], k, cond[rows], first_tuned, window, cfg
+    )
+    torch.testing.assert_close(recomputed, sample.log_prob[rows, k], rtol=0.0, atol=1e-6)
 
 
 def test_gae_bootstraps_after_truncation_but_not_after_termination():

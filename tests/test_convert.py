@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zarr
 from data_helpers import SHAPE_META, episode_lengths, make_episode, write_dataset
+from robomimic_compat import import_robomimic_file_utils
 
 from robopolicy.data import DatasetError, DatasetWriter, ReplayBuffer
 from robopolicy.data.convert import (
@@ -164,8 +165,6 @@ def test_exported_file_reads_with_robomimic_utils(tmp_path):
             w.append_episode(make_episode(index, length), episode_meta=meta)
     out = tmp_path / "ours.hdf5"
     zarr_to_robomimic(tmp_path / "ours.zarr", out, next_obs=True)
-
-    from robopolicy.compat.robomimic import import_robomimic_file_utils
 
     file_utils = import_robomimic_file_utils()
     import robomimic.utils.obs_utils as obs_utils

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import sim  # noqa: F401  (registers the robopolicy/* ids)
-from robopolicy.algos.dppo import DiffusionChainActor, actor_learning_rate, train_dppo
+from robopolicy.algos.dppo import DiffusionChainActor, train_dppo
 from robopolicy.algos.reinflow import FlowChainActor, NoiseStdNet, train_reinflow
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.diffusion import DiffusionPolicy
@@ -35,6 +35,7 @@ from robopolicy.rl.chain_ppo import (
     sample_chain,
 )
 from robopolicy.rl.critic import ValueCritic
+from robopolicy.rl.ppo_loop import actor_learning_rate
 from robopolicy.training.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,11 @@ from hydra import compose, initialize_config_dir
 from robopolicy.algos.bc import train_bc
 from robopolicy.algos.dsrl import distillation_noise, train_dsrl
 from robopolicy.eval.evaluate import evaluate
+from robopolicy.models.squashed_gaussian import SquashedGaussianActor
 from robopolicy.policies.registry import load_policy, policy_kind, policy_record
 from robopolicy.policies.steered import SteeredPolicy, deterministic_sampler_options
-from robopolicy.rl.replay import ReplayBuffer
-from robopolicy.rl.sac import SAC, Critic, SquashedGaussianActor, td_target
+from robopolicy.rl.replay import TransitionBuffer
+from robopolicy.rl.sac import SAC, Critic, td_target
 from robopolicy.training.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def test_actor_noise_stays_in_the_bound_even_when_saturated():
     torch.manual_seed(0)
     actor = SquashedGaussianActor(5, 12, [16], bound=0.7)
     with torch.no_grad():
-        actor.net[-1].weight.mul_(1e4)  # pre-squash outputs in the thousands
+        actor.net.head.weight.mul_(1e4)  # pre-squash outputs in the thousands
     obs = torch.randn(64, 5) * 10
     sampled, log_prob = actor.sample(obs)
     for latent in (sampled, actor.mean_action(obs)):
@@ -137,7 +138,7 @@ def test_noise_aliasing_distillation_samples_are_bounded():
     torch.manual_seed(0)
     actor = SquashedGaussianActor(5, 12, [16], bound=0.5)
     with torch.no_grad():
-        actor.net[-1].weight.mul_(1e4)  # a saturated actor
+        actor.net.head.weight.mul_(1e4)  # a saturated actor
     latent = distillation_noise(actor, torch.randn(300, 5))
     assert latent.shape == (300, 12)
     assert latent.abs().max() <= 0.5
@@ -202,7 +203,7 @@ def test_critic_update_uses_the_stored_next_observation_and_terminated_flag():
     actor = SquashedGaussianActor(1, 1, [8], bound=1.0)
     critic = Critic(1, 1, [8], n_critics=2)
     agent = SAC(actor, critic, gamma=0.5, lr=0.0, init_temperature=1e-8)  # lr 0: inspect only
-    buffer = ReplayBuffer(
+    buffer = TransitionBuffer(
         4,
         {
             "obs": ((1,), torch.float32),
@@ -237,7 +238,7 @@ def test_critic_update_uses_the_stored_next_observation_and_terminated_flag():
     assert logs["critic_loss"] == pytest.approx(
         ((q - target) ** 2).mean(dim=1).sum().item(), rel=1e-5
     )
-    restored = ReplayBuffer(4, buffer.fields)
+    restored = TransitionBuffer(4, buffer.fields)
     restored.load_state_dict(state)
     assert len(restored) == 2 and restored.position == 2
     for name in buffer.fields:

@@ -120,7 +120,7 @@ def test_resume_from_a_mismatched_checkpoint_is_refused(dataset, tmp_path):
     train_bc(_config(dataset), tmp_path / "a", "cpu")
     checkpoint = tmp_path / "a" / "checkpoints" / "latest.safetensors"
     wider = _config(dataset, f"resume={checkpoint}", "backbone.kwargs.hidden_dims=[64]")
-    with pytest.raises(CheckpointError, match="does not fit the configured policy"):
+    with pytest.raises(CheckpointError, match="does not fit this run"):
         train_bc(wider, tmp_path / "b", "cpu")
 
 

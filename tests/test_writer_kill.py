@@ -15,7 +15,7 @@ import pytest
 from writer_child import big_episode
 
 from robopolicy.data import DatasetWriter, ReplayBuffer
-from robopolicy.data.writer import PENDING_ATTR
+from robopolicy.data.format import PENDING_ATTR
 
 CHILD = Path(__file__).with_name("writer_child.py")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,9 @@ from robopolicy.data.errors import DatasetError
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.data.sampler import SequenceSampler
 from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
-from robopolicy.eval.evaluate import evaluate
-from robopolicy.eval.rollout import RolloutResult
+from robopolicy.eval.evaluate import evaluate_policy, success_metrics
 from robopolicy.policies.base import BasePolicy
-from robopolicy.policies.registry import build_policy, policy_record
-from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robopolicy.policies.registry import build_policy, policy_state
 from robopolicy.training.distributed import (
     SINGLE_PROCESS,
     Distributed,
@@ -47,10 +46,27 @@ from robopolicy.training.distributed import (
 )
 from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
-from robopolicy.training.rng import rng_state, seed_everything, set_rng_state
+from robopolicy.training.rng import seed_everything
 from robopolicy.training.run_logger import RunLogger
+from robopolicy.training.run_state import RunState, StateOf
 from robopolicy.training.top_k import TopKCheckpoints
-from robopolicy.utils.stats import wilson_interval
+
+
+@dataclass
+class BCRun:
+    """Everything the loop steps: the policy and its EMA copy, the optimizer and schedule, the
+    data, and where results go."""
+
+    policy: BasePolicy
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    grad_clip: float  # max global gradient norm
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: Any  # robopolicy/data/torch_dataset.py's resumable loader
+    val_dataset: SequenceDataset | None
+    topk: TopKCheckpoints
+    logger: RunLogger
+    state: RunState
 
 
 def train_bc(
@@ -67,6 +83,63 @@ def train_bc(
     """
     device = torch.device(device)
     seed_everything(cfg.seed)
+    algo = cfg.algo
+    run = _build_run(cfg, run_dir, device, ranks)
+    step = 0
+    if cfg.resume:
+        step = int(run.state.restore(cfg.resume)["step"])
+        print(f"[train] resumed from {cfg.resume} at step {step}")
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.amp and device.type == "cuda"
+        else nullcontext()
+    )
+    batches = _endless(run.loader)
+    seconds = {"wait": 0.0, "compute": 0.0}  # data wait and compute since the last log
+    metrics: dict[str, Any] = {}
+    progress = tqdm(
+        total=algo.num_steps,
+        initial=step,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not ranks.is_main,
+    )
+    stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
+    checkpoint = run_dir / "checkpoints" / "latest.safetensors"
+    while step < stop_at:
+        losses, grad_norm = _train_step(run, batches, autocast, ranks, seconds)
+        step += 1
+        progress.update(1)
+        if step % algo.log_every == 0 or step == algo.num_steps:
+            metrics = _train_metrics(run, cfg, losses, grad_norm, seconds, ranks.world_size)
+            progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+            validate = step % algo.val_every == 0 or step == algo.num_steps
+            if ranks.is_main and run.val_dataset is not None and validate:
+                averaged = run.ema.averaged
+                metrics["val/loss"] = _validation_loss(averaged, run.val_dataset, cfg, autocast)
+            run.logger.log(metrics, step)
+        evaluate_now = algo.eval_every and (step % algo.eval_every == 0 or step == algo.num_steps)
+        if ranks.is_main and evaluate_now:
+            metrics = _periodic_evaluation(run, cfg, step)
+            run.topk.offer(step, metrics["eval/success_rate"], run.state.snapshot(step, metrics))
+        checkpoint_now = step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at)
+        if ranks.is_main and checkpoint_now:
+            run.state.save(checkpoint, step, metrics)
+    progress.close()
+    run.logger.plot({"loss": ["train/loss", "val/loss"], "success": ["eval/success_rate"]})
+    run.logger.finish()
+    return {
+        "step": step,
+        "finished": step >= algo.num_steps,
+        "checkpoint": checkpoint,
+        "weights_digest": weights_digest(run.policy),
+        **metrics,
+    }
+
+
+def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Distributed) -> BCRun:
+    """Open the data, fit the normalizer on the training episodes, build the policy, its EMA,
+    the optimizer, the schedule and the loader (in this order: the RNG draws depend on it)."""
     algo = cfg.algo
     if not Path(cfg.task.dataset_path).exists():
         raise DatasetError(
@@ -97,138 +170,91 @@ def train_bc(
         rank=ranks.rank,
         world_size=ranks.world_size,
     )
-    val_dataset = dataset.get_validation_dataset() if cfg.data.val_ratio > 0 else None
-    env_spec = {
-        "id": cfg.task.env_id,
-        "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-    }
     topk = TopKCheckpoints(run_dir / "checkpoints", algo.top_k)
-    logger = RunLogger.for_run(cfg, run_dir, enabled=ranks.is_main)
-
-    step = 0
-    if cfg.resume:
-        step = _restore(cfg.resume, policy, ema, optimizer, scheduler, loader, topk)
-        print(f"[train] resumed from {cfg.resume} at step {step}")
-
-    def checkpoint_state(metrics: dict) -> dict:
-        return {
-            "policy": policy_record(policy, policy.state_dict()),
-            "ema_policy": policy_record(policy, ema.averaged.state_dict()),
-            "ema": {"step": ema.step},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "loader": loader.state_dict(),
-            "rng": rng_state(),
-            "step": step,
-            "topk": topk.state_dict(),
-            "env_spec": env_spec,
+    state = RunState(
+        parts={
+            "policy": policy_state(policy),
+            "ema_policy": policy_state(policy, ema.averaged),
+            "ema": StateOf(lambda: {"step": ema.step}, lambda saved: _set_ema_step(ema, saved)),
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "loader": loader,
+            "topk": topk,
+        },
+        facts={
+            "env_spec": {
+                "id": cfg.task.env_id,
+                "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+            },
             "dataset": str(buffer.path),
             "config": OmegaConf.to_container(cfg, resolve=True),
-            "metrics": metrics,
-        }
-
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.amp and device.type == "cuda"
-        else nullcontext()
+        },
     )
-    batches = _endless(loader)
-    wait_seconds = compute_seconds = 0.0
-    metrics: dict[str, Any] = {}
-    progress = tqdm(
-        total=algo.num_steps,
-        initial=step,
-        desc="train",
-        dynamic_ncols=True,
-        disable=not ranks.is_main,
+    return BCRun(
+        policy=policy,
+        ema=ema,
+        optimizer=optimizer,
+        grad_clip=algo.grad_clip,
+        scheduler=scheduler,
+        loader=loader,
+        val_dataset=dataset.get_validation_dataset() if cfg.data.val_ratio > 0 else None,
+        topk=topk,
+        logger=RunLogger.for_run(cfg, run_dir, enabled=ranks.is_main),
+        state=state,
     )
-    stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
-    while step < stop_at:
-        start = time.perf_counter()
-        batch = next(batches)
-        fetched = time.perf_counter()
-        policy.train()
-        with autocast:
-            losses = policy.compute_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if ranks.enabled:
-            average_gradients(list(policy.parameters()), ranks.world_size)
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), algo.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        ema.update(policy)
-        step += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        wait_seconds += fetched - start
-        compute_seconds += time.perf_counter() - fetched
-        progress.update(1)
 
-        if step % algo.log_every == 0 or step == algo.num_steps:
-            total = wait_seconds + compute_seconds
-            metrics = {
-                "train/loss": losses["loss"].item(),
-                "train/grad_norm": grad_norm.item(),
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/data_wait_share": wait_seconds / total,
-                "train/samples_per_s": algo.log_every
-                * cfg.data.batch_size
-                * ranks.world_size
-                / total,
-                "train/epoch": loader.epoch,
-            }
-            wait_seconds = compute_seconds = 0.0
-            progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-            validate = step % algo.val_every == 0 or step == algo.num_steps
-            if ranks.is_main and val_dataset is not None and validate:
-                metrics["val/loss"] = _validation_loss(ema.averaged, val_dataset, cfg, autocast)
-            logger.log(metrics, step)
-        evaluate_now = algo.eval_every and (step % algo.eval_every == 0 or step == algo.num_steps)
-        if ranks.is_main and evaluate_now:
-            result = evaluate_policy(ema.averaged, cfg, cfg.eval.n_episodes_during_training)
-            low, high = wilson_interval(int(result.success.sum()), len(result.success))
-            metrics = {
-                "eval/success_rate": result.success_rate,
-                "eval/success_low": low,
-                "eval/success_high": high,
-                "eval/mean_length": float(result.lengths.mean()),
-            }
-            logger.log(metrics, step)
-            for i, frames in enumerate(result.videos):
-                logger.video(f"step{step:07d}_episode{i}", frames, fps=cfg.task.fps, step=step)
-            topk.offer(step, result.success_rate, checkpoint_state(metrics))
-        checkpoint_now = step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at)
-        if ranks.is_main and checkpoint_now:
-            save_checkpoint(
-                run_dir / "checkpoints" / "latest.safetensors", checkpoint_state(metrics)
-            )
-    progress.close()
-    logger.plot({"loss": ["train/loss", "val/loss"], "success": ["eval/success_rate"]})
-    logger.finish()
-    return {
-        "step": step,
-        "finished": step >= algo.num_steps,
-        "checkpoint": run_dir / "checkpoints" / "latest.safetensors",
-        "weights_digest": weights_digest(policy),
-        **metrics,
+
+def _set_ema_step(ema: EMA, saved: dict) -> None:
+    ema.step = int(saved["step"])
+
+
+def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict) -> tuple:
+    """One optimizer step on the next batch; adds its data-wait and compute time to ``seconds``."""
+    start = time.perf_counter()
+    batch = next(batches)
+    fetched = time.perf_counter()
+    policy = run.policy
+    policy.train()
+    with autocast:
+        losses = policy.compute_loss(batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    if ranks.enabled:
+        average_gradients(list(policy.parameters()), ranks.world_size)
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), run.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.ema.update(policy)
+    if policy.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds["wait"] += fetched - start
+    seconds["compute"] += time.perf_counter() - fetched
+    return losses, grad_norm
+
+
+def _train_metrics(run: BCRun, cfg, losses, grad_norm, seconds: dict, world_size: int) -> dict:
+    """The ``train/*`` metrics of a log step; resets the time counters."""
+    total = seconds["wait"] + seconds["compute"]
+    metrics = {
+        "train/loss": losses["loss"].item(),
+        "train/grad_norm": grad_norm.item(),
+        "train/lr": run.scheduler.get_last_lr()[0],
+        "train/data_wait_share": seconds["wait"] / total,
+        "train/samples_per_s": cfg.algo.log_every * cfg.data.batch_size * world_size / total,
+        "train/epoch": run.loader.epoch,
     }
+    seconds["wait"] = seconds["compute"] = 0.0
+    return metrics
 
 
-def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
-    """Closed-loop success of ``policy`` on the task's env, with the eval sampler settings."""
-    return evaluate(
-        policy,
-        cfg.task.env_id,
-        OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-        n_episodes,
-        n_envs=cfg.eval.n_envs,
-        seed=cfg.eval.seed,
-        env_modules=list(cfg.env_modules),
-        video_episodes=cfg.eval.video_episodes,
-        sampler_options=OmegaConf.to_container(cfg.eval.sampler, resolve=True),
-        max_episode_steps=cfg.task.get("max_episode_steps"),
-    )
+def _periodic_evaluation(run: BCRun, cfg: DictConfig, step: int) -> dict:
+    """Closed-loop rollouts of the EMA policy; logs their metrics and videos."""
+    result = evaluate_policy(run.ema.averaged, cfg, cfg.eval.n_episodes_during_training)
+    metrics = success_metrics(result)
+    run.logger.log(metrics, step)
+    for i, frames in enumerate(result.videos):
+        run.logger.video(f"step{step:07d}_episode{i}", frames, fps=cfg.task.fps, step=step)
+    return metrics
 
 
 COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as conditioning steps
@@ -301,21 +327,3 @@ def _validation_loss(
         count += len(batch["action"])
     torch.set_rng_state(generator_state)
     return total / max(count, 1)
-
-
-def _restore(path, policy, ema, optimizer, scheduler, loader, topk) -> int:
-    checkpoint = load_checkpoint(path)
-    if "optimizer" not in checkpoint:
-        raise CheckpointError(path, "is not a training checkpoint (no optimizer state to resume)")
-    try:
-        policy.load_state_dict(checkpoint["policy"]["weights"])
-        ema.averaged.load_state_dict(checkpoint["ema_policy"]["weights"])
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointError(path, f"does not fit the configured policy: {error}") from None
-    ema.step = int(checkpoint["ema"]["step"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    loader.load_state_dict(checkpoint["loader"])
-    topk.load_state_dict(checkpoint["topk"])
-    set_rng_state(checkpoint["rng"])
-    return int(checkpoint["step"])

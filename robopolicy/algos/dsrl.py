@@ -50,6 +50,7 @@ so far stay in the buffer, the rest is never played).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +58,20 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from robopolicy.algos.bc import evaluate_policy
-from robopolicy.policies.registry import load_policy, policy_from_record, policy_kind, policy_record
+from robopolicy.eval.evaluate import evaluate_policy, success_metrics
+from robopolicy.eval.vector_info import step_values
+from robopolicy.models.squashed_gaussian import SquashedGaussianActor
+from robopolicy.policies.registry import load_policy, policy_from_record, policy_kind, policy_state
 from robopolicy.policies.steered import SteeredPolicy, deterministic_sampler_options
-from robopolicy.rl.chunk_env import final_observations, make_chunked_vector_env
-from robopolicy.rl.replay import ReplayBuffer
-from robopolicy.rl.sac import SAC, Critic, SquashedGaussianActor
-from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robopolicy.rl.chunk_env import final_observations, make_chunked_vector_env, observation_tensors
+from robopolicy.rl.replay import TransitionBuffer
+from robopolicy.rl.sac import SAC, Critic
+from robopolicy.training.checkpoint import CheckpointError, load_checkpoint
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
-from robopolicy.training.rng import rng_state, seed_everything, set_rng_state
+from robopolicy.training.rng import seed_everything
 from robopolicy.training.run_logger import RunLogger
-from robopolicy.utils.stats import wilson_interval
+from robopolicy.training.run_state import Counters, RunState, StateOf
+from robopolicy.utils.seeds import training_reset_seeds
 
 VARIANTS = ("dsrl", "na")
 # what a checkpoint restores; the credits are the fractional updates owed by utd_ratio
@@ -81,6 +85,77 @@ COUNTERS = (
     "update_credit",
     "distill_credit",
 )
+
+
+@dataclass
+class DSRLLearner:
+    """The steered policy, its SAC agent (and DSRL-NA's noise critic) and the replay buffer."""
+
+    steered: SteeredPolicy
+    agent: SAC
+    noise_critic: Critic | None  # DSRL-NA's Q_W, distilled from the action critic
+    noise_optimizer: torch.optim.Optimizer | None
+    replay: TransitionBuffer
+    batch_size: int
+    device: torch.device
+
+    def features(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        keys = self.steered.shape_meta["obs"]
+        return self.steered.encode_obs({key: batch[f"{prefix}/{key}"] for key in keys})
+
+    def update(self) -> dict[str, float]:
+        """One SAC step: the critic by TD, then the actor."""
+        batch = self.replay.sample(self.batch_size, self.device)
+        obs, next_obs = self.features(batch, "obs"), self.features(batch, "next_obs")
+        reward, terminated = batch["reward"], batch["terminated"]
+        if self.noise_critic is not None:
+            decode = self.steered.decode_normalized
+            logs = self.agent.update_critic(
+                obs, batch["action"], reward, terminated, next_obs, decode
+            )
+            return {**logs, **self.agent.update_actor(obs, critic=self.noise_critic)}
+        logs = self.agent.update_critic(obs, batch["latent"], reward, terminated, next_obs)
+        return {**logs, **self.agent.update_actor(obs)}
+
+    def distill(self) -> dict[str, float]:
+        """One DSRL-NA distillation step of ``Q_W`` towards the action critic."""
+        obs = self.features(self.replay.sample(self.batch_size, self.device), "obs")
+        latent = distillation_noise(self.steered.actor, obs)
+        with torch.no_grad():
+            action = self.steered.decode_normalized(obs, latent)
+            target = self.agent.critic(obs, action).min(dim=0).values
+        loss = ((self.noise_critic(obs, latent) - target) ** 2).mean(dim=1).sum()
+        self.noise_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.noise_optimizer.step()
+        return {"distill_loss": loss.item()}
+
+
+@dataclass
+class LogWindow:
+    """What happened since the last training log: episodes, successes, env steps, update logs."""
+
+    started: float = field(default_factory=time.perf_counter)
+    episodes: int = 0
+    successes: int = 0
+    env_steps: int = 0
+    logs: list[dict] = field(default_factory=list)
+
+    def metrics(self, counters: Counters) -> dict[str, Any]:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        metrics: dict[str, Any] = {
+            "env_steps": int(counters["env_steps"]),
+            "time/wall_s": counters["wall_s"],
+            "time/env_steps_per_s": self.env_steps / seconds,
+            "train/episodes": int(counters["episodes"]),
+            "train/updates": int(counters["updates"]),
+        }
+        if self.episodes:
+            metrics["train/success_rate"] = self.successes / self.episodes
+        for name in sorted({name for logs in self.logs for name in logs}):
+            values = [logs[name] for logs in self.logs if name in logs]
+            metrics[f"train/{name}"] = float(np.mean(values))
+        return metrics
 
 
 def train_dsrl(
@@ -98,222 +173,35 @@ def train_dsrl(
     seed_everything(cfg.seed)
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     steered, env_spec = _steered_policy(cfg, resume, device)
-    base, actor = steered.base, steered.actor
-    bound = actor.bound
-    na = algo.variant == "na"
-    chunk_dim = base.n_action_steps * base.action_dim
-    critic_args = {
-        "hidden_dims": list(algo.hidden_dims),
-        "n_critics": algo.n_critics,
-        "activation": algo.activation,
-    }
-    agent = SAC(
-        actor,
-        Critic(base.cond_dim, chunk_dim if na else steered.latent_dim, **critic_args),
-        gamma=algo.gamma,
-        tau=algo.tau,
-        lr=algo.lr,
-        target_entropy=algo.target_entropy,
-        init_temperature=algo.init_temperature,
-    ).to(device)
-    noise_critic = (
-        Critic(base.cond_dim, steered.latent_dim, **critic_args).to(device) if na else None
-    )
-    noise_optimizer = torch.optim.Adam(noise_critic.parameters(), lr=algo.lr) if na else None
-
-    obs_keys = list(base.shape_meta["obs"])
-    env_kwargs = {
-        **OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-        **OmegaConf.to_container(algo.env_kwargs, resolve=True),
-    }
-    replay = ReplayBuffer(algo.replay_capacity, _replay_fields(steered))
-    counters: dict[str, float] = dict.fromkeys(COUNTERS, 0)
+    learner = _build_learner(cfg, steered, device)
+    counters = Counters(dict.fromkeys(COUNTERS, 0))
+    state = _run_state(cfg, learner, counters, env_spec, resume)
     if resume is not None:
-        _restore(cfg.resume, resume, agent, noise_critic, noise_optimizer, replay, counters)
+        state.restore_from(resume, cfg.resume)
         print(f"[dsrl] resumed from {cfg.resume} at {int(counters['env_steps'])} env steps")
     logger = RunLogger.for_run(cfg, run_dir)
-
-    base_checkpoint = str(cfg.checkpoint or (resume or {}).get("base_checkpoint"))
-
-    def checkpoint_state(metrics: dict) -> dict:
-        return {
-            "policy": policy_record(steered, steered.state_dict()),
-            "agent": agent.state_dict(),
-            "optimizers": agent.optimizer_state(),
-            "noise_critic": noise_critic.state_dict() if na else None,
-            "noise_optimizer": noise_optimizer.state_dict() if na else None,
-            "replay": replay.state_dict(),
-            "counters": dict(counters),
-            "rng": rng_state(),
-            "step": int(counters["env_steps"]),
-            "env_spec": env_spec,
-            "base_checkpoint": base_checkpoint,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "metrics": metrics,
-        }
-
-    def to_torch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {key: torch.from_numpy(np.ascontiguousarray(arrays[key])) for key in obs_keys}
-
-    def features(batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-        return steered.encode_obs({key: batch[f"{prefix}/{key}"] for key in obs_keys})
-
-    def update() -> dict[str, float]:
-        batch = replay.sample(algo.batch_size, device)
-        obs, next_obs = features(batch, "obs"), features(batch, "next_obs")
-        reward, terminated = batch["reward"], batch["terminated"]
-        if na:
-            logs = agent.update_critic(
-                obs, batch["action"], reward, terminated, next_obs, steered.decode_normalized
-            )
-            return {**logs, **agent.update_actor(obs, critic=noise_critic)}
-        logs = agent.update_critic(obs, batch["latent"], reward, terminated, next_obs)
-        return {**logs, **agent.update_actor(obs)}
-
-    def distill() -> dict[str, float]:
-        obs = features(replay.sample(algo.batch_size, device), "obs")
-        latent = distillation_noise(actor, obs)
-        with torch.no_grad():
-            target = agent.critic(obs, steered.decode_normalized(obs, latent)).min(dim=0).values
-        loss = ((noise_critic(obs, latent) - target) ** 2).mean(dim=1).sum()
-        noise_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        noise_optimizer.step()
-        return {"distill_loss": loss.item()}
-
-    def evaluate_now(metrics: dict) -> dict:
-        started = time.perf_counter()
-        steered.eval()
-        result = evaluate_policy(steered, cfg, algo.eval_episodes)
-        successes = int(result.success.sum())
-        low, high = wilson_interval(successes, len(result.success))
-        counters["wall_s"] += time.perf_counter() - started
-        evaluation = {
-            "env_steps": int(counters["env_steps"]),
-            "eval/success_rate": result.success_rate,
-            "eval/success_low": low,
-            "eval/success_high": high,
-            "eval/mean_length": float(result.lengths.mean()),
-            "eval/seconds": time.perf_counter() - started,
-            "time/wall_s": counters["wall_s"],
-        }
-        logger.log(evaluation, int(counters["env_steps"]))
-        step = int(counters["env_steps"])
-        for i, frames in enumerate(result.videos):
-            logger.video(f"env{step:08d}_episode{i}", frames, fps=cfg.task.fps, step=step)
-        print(
-            f"[dsrl] {step} env steps: eval success {successes}/{len(result.success)} "
-            f"({low:.0%}-{high:.0%}), {counters['wall_s']:.0f} s"
-        )
-        return {**metrics, **evaluation}
-
-    stop_at = algo.total_env_steps
-    if algo.stop_after_env_steps is not None:
-        stop_at = min(stop_at, algo.stop_after_env_steps)
     metrics: dict[str, Any] = {}
     if counters["env_steps"] == 0 and algo.eval_at_start:
-        metrics = evaluate_now(metrics)
-    window = {
-        "logs": [],
-        "episodes": 0,
-        "successes": 0,
-        "env_steps": 0,
-        "start": time.perf_counter(),
-    }
-    next_log = _next_multiple(counters["env_steps"], algo.log_every_env_steps)
-    next_eval = _next_multiple(counters["env_steps"], algo.eval_every_env_steps)
-    next_checkpoint = _next_multiple(counters["env_steps"], algo.checkpoint_every_env_steps)
+        metrics = _evaluate(steered, cfg, counters, logger)
     envs = make_chunked_vector_env(
         cfg.task.env_id,
-        env_kwargs,
+        {
+            **OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+            **OmegaConf.to_container(algo.env_kwargs, resolve=True),
+        },
         algo.n_envs,
-        n_obs_steps=base.n_obs_steps,
-        act_steps=base.n_action_steps,
+        n_obs_steps=steered.n_obs_steps,
+        act_steps=steered.n_action_steps,
         env_modules=list(cfg.env_modules),
         max_episode_steps=cfg.task.get("max_episode_steps"),
     )
-    clock = time.perf_counter()
+    checkpoint = run_dir / "checkpoints" / "latest.safetensors"
     try:
-        _check_env_fits(envs, replay)
-        # reset seeds: far from the evaluation seeds, and new ones after a resume
-        first_seed = 10_000_000 * (cfg.seed + 1) + int(counters["transitions"])
-        obs, _ = envs.reset(seed=[first_seed + i for i in range(algo.n_envs)])
-        if counters["env_steps"] == 0:
-            # its own generator: the diagnostic leaves the training RNG stream untouched
-            spread = steered.noise_action_spread(
-                steered.encode_obs(to_torch(obs)), generator=torch.Generator().manual_seed(cfg.seed)
-            )
-            logger.log({"env_steps": 0, "dsrl/noise_action_spread": spread}, 0)
-            print(
-                f"[dsrl] the base's executed actions vary with its noise by {spread:.3f} (std, "
-                "normalised units): what the noise actor can steer (docs/rl.md)"
-            )
-        while counters["env_steps"] < stop_at:
-            obs_t = to_torch(obs)
-            warming_up = counters["env_steps"] < algo.warmup_env_steps
-            with torch.no_grad():
-                if warming_up:
-                    latent = torch.randn(algo.n_envs, steered.latent_dim).clamp(-bound, bound)
-                else:
-                    latent = actor.sample(steered.encode_obs(obs_t))[0]
-                chunk = steered.decode(obs_t, latent.to(device))["action"]
-            next_obs, reward, terminated, truncated, info = envs.step(chunk.cpu().numpy())
-            ended = terminated | truncated
-            executed = _per_env(info, "env_steps", ended).astype(np.float64)
-            success = _per_env(info, "is_success", ended).astype(bool)
-            final = final_observations(next_obs, info, ended)
-            rows = {f"obs/{key}": obs[key] for key in obs_keys}
-            rows.update({f"next_obs/{key}": final[key] for key in obs_keys})
-            rows["latent"] = latent.cpu()
-            rows["action"] = base.normalize_action(chunk).flatten(1).cpu()
-            rows["reward"] = algo.reward_scale * (reward - algo.reward_offset * executed)
-            rows["terminated"] = terminated.astype(np.float32)
-            replay.add(rows)
-            obs = next_obs
-            counters["env_steps"] += int(executed.sum())
-            counters["transitions"] += algo.n_envs
-            counters["episodes"] += int(ended.sum())
-            window["episodes"] += int(ended.sum())
-            window["successes"] += int((success & ended).sum())
-            window["env_steps"] += int(executed.sum())
-
-            if not warming_up and len(replay) >= algo.batch_size:
-                steered.train()
-                counters["update_credit"] += algo.utd_ratio * algo.n_envs
-                while counters["update_credit"] >= 1:
-                    window["logs"].append(update())
-                    counters["updates"] += 1
-                    counters["update_credit"] -= 1
-                counters["distill_credit"] += algo.na_distill_ratio * algo.n_envs if na else 0.0
-                while counters["distill_credit"] >= 1:
-                    window["logs"].append(distill())
-                    counters["distill_updates"] += 1
-                    counters["distill_credit"] -= 1
-            now = time.perf_counter()
-            counters["wall_s"] += now - clock
-            clock = now
-
-            if counters["env_steps"] >= next_log:
-                next_log = _next_multiple(counters["env_steps"], algo.log_every_env_steps)
-                metrics = _window_metrics(window, counters)
-                logger.log(metrics, int(counters["env_steps"]))
-                window = {**window, "logs": [], "episodes": 0, "successes": 0, "env_steps": 0}
-                window["start"] = time.perf_counter()
-            if algo.eval_every_env_steps and counters["env_steps"] >= next_eval:
-                next_eval = _next_multiple(counters["env_steps"], algo.eval_every_env_steps)
-                metrics = evaluate_now(metrics)
-                clock = time.perf_counter()
-            if counters["env_steps"] >= min(next_checkpoint, stop_at):
-                next_checkpoint = _next_multiple(
-                    counters["env_steps"], algo.checkpoint_every_env_steps
-                )
-                save_checkpoint(
-                    run_dir / "checkpoints" / "latest.safetensors", checkpoint_state(metrics)
-                )
+        _check_env_fits(envs, learner.replay)
+        metrics = _train(learner, envs, cfg, counters, state, logger, checkpoint, metrics)
     finally:
         envs.close()
-    checkpoint = run_dir / "checkpoints" / "latest.safetensors"
-    save_checkpoint(checkpoint, checkpoint_state(metrics))
+    state.save(checkpoint, int(counters["env_steps"]), metrics)
     logger.plot({"success": ["eval/success_rate", "train/success_rate"]})
     logger.finish()
     return {
@@ -322,6 +210,189 @@ def train_dsrl(
         "checkpoint": checkpoint,
         **metrics,
     }
+
+
+def _train(learner, envs, cfg, counters, state, logger, checkpoint, metrics) -> dict[str, Any]:
+    """Act, store and learn until ``total_env_steps`` (or ``stop_after_env_steps``), logging,
+    evaluating and checkpointing on their env-step schedules; returns the last metrics."""
+    algo = cfg.algo
+    stop_at = algo.total_env_steps
+    if algo.stop_after_env_steps is not None:
+        stop_at = min(stop_at, algo.stop_after_env_steps)
+    next_log = _next_multiple(counters["env_steps"], algo.log_every_env_steps)
+    next_eval = _next_multiple(counters["env_steps"], algo.eval_every_env_steps)
+    next_checkpoint = _next_multiple(counters["env_steps"], algo.checkpoint_every_env_steps)
+    # reset seeds: the run's training seeds, new ones after a resume
+    block = int(counters["transitions"]) // algo.n_envs
+    obs, _ = envs.reset(seed=training_reset_seeds(cfg.seed, block, algo.n_envs))
+    if counters["env_steps"] == 0:
+        _log_noise_spread(learner.steered, obs, cfg.seed, logger)
+    window = LogWindow()
+    clock = time.perf_counter()
+    while counters["env_steps"] < stop_at:
+        obs = _act_and_store(learner, envs, obs, cfg.algo, counters, window)
+        now = time.perf_counter()
+        counters["wall_s"] += now - clock
+        clock = now
+        if counters["env_steps"] >= next_log:
+            next_log = _next_multiple(counters["env_steps"], algo.log_every_env_steps)
+            metrics = window.metrics(counters)
+            logger.log(metrics, int(counters["env_steps"]))
+            window = LogWindow()
+        if algo.eval_every_env_steps and counters["env_steps"] >= next_eval:
+            next_eval = _next_multiple(counters["env_steps"], algo.eval_every_env_steps)
+            metrics = {**metrics, **_evaluate(learner.steered, cfg, counters, logger)}
+            clock = time.perf_counter()
+        if counters["env_steps"] >= min(next_checkpoint, stop_at):
+            next_checkpoint = _next_multiple(counters["env_steps"], algo.checkpoint_every_env_steps)
+            state.save(checkpoint, int(counters["env_steps"]), metrics)
+    return metrics
+
+
+def _act_and_store(learner, envs, obs, algo, counters: Counters, window: LogWindow) -> dict:
+    """One chunk in every env (warm-up noise or the actor's), the transitions stored, and the
+    updates they earn; returns the next observations."""
+    steered, n_envs = learner.steered, algo.n_envs
+    keys = steered.shape_meta["obs"]
+    warming_up = counters["env_steps"] < algo.warmup_env_steps
+    obs_t = observation_tensors(obs, keys)
+    with torch.no_grad():
+        if warming_up:
+            bound = steered.actor.bound
+            latent = torch.randn(n_envs, steered.latent_dim).clamp(-bound, bound)
+        else:
+            latent = steered.actor.sample(steered.encode_obs(obs_t))[0]
+        chunk = steered.decode(obs_t, latent.to(learner.device))["action"]
+    next_obs, reward, terminated, truncated, info = envs.step(chunk.cpu().numpy())
+    ended = terminated | truncated
+    executed = step_values(info, "env_steps", n_envs, 0, ended).astype(np.float64)
+    success = step_values(info, "is_success", n_envs, False, ended).astype(bool)
+    final = final_observations(next_obs, info, ended)
+    rows = {f"obs/{key}": obs[key] for key in keys}
+    rows.update({f"next_obs/{key}": final[key] for key in keys})
+    rows["latent"] = latent.cpu()
+    rows["action"] = steered.base.normalize_action(chunk).flatten(1).cpu()
+    rows["reward"] = algo.reward_scale * (reward - algo.reward_offset * executed)
+    rows["terminated"] = terminated.astype(np.float32)
+    learner.replay.add(rows)
+    counters["env_steps"] += int(executed.sum())
+    counters["transitions"] += n_envs
+    counters["episodes"] += int(ended.sum())
+    window.episodes += int(ended.sum())
+    window.successes += int((success & ended).sum())
+    window.env_steps += int(executed.sum())
+    if not warming_up and len(learner.replay) >= algo.batch_size:
+        window.logs += _learn(learner, algo, counters)
+    return next_obs
+
+
+def _learn(learner: DSRLLearner, algo, counters: Counters) -> list[dict]:
+    """The SAC updates (``utd_ratio`` per transition) and DSRL-NA distillation steps
+    (``na_distill_ratio``) owed for the ``n_envs`` transitions just stored."""
+    learner.steered.train()
+    logs = []
+    counters["update_credit"] += algo.utd_ratio * algo.n_envs
+    while counters["update_credit"] >= 1:
+        logs.append(learner.update())
+        counters["updates"] += 1
+        counters["update_credit"] -= 1
+    if learner.noise_critic is not None:
+        counters["distill_credit"] += algo.na_distill_ratio * algo.n_envs
+    while counters["distill_credit"] >= 1:
+        logs.append(learner.distill())
+        counters["distill_updates"] += 1
+        counters["distill_credit"] -= 1
+    return logs
+
+
+def _evaluate(steered: SteeredPolicy, cfg: DictConfig, counters: Counters, logger) -> dict:
+    """The steered policy's deterministic success (eval.py's code path); logged, with videos."""
+    started = time.perf_counter()
+    steered.eval()
+    result = evaluate_policy(steered, cfg, cfg.algo.eval_episodes)
+    counters["wall_s"] += time.perf_counter() - started
+    step = int(counters["env_steps"])
+    evaluation = {
+        "env_steps": step,
+        **success_metrics(result),
+        "eval/seconds": time.perf_counter() - started,
+        "time/wall_s": counters["wall_s"],
+    }
+    logger.log(evaluation, step)
+    for i, frames in enumerate(result.videos):
+        logger.video(f"env{step:08d}_episode{i}", frames, fps=cfg.task.fps, step=step)
+    low, high = evaluation["eval/success_low"], evaluation["eval/success_high"]
+    print(
+        f"[dsrl] {step} env steps: eval success {int(result.success.sum())}/"
+        f"{len(result.success)} ({low:.0%}-{high:.0%}), {counters['wall_s']:.0f} s"
+    )
+    return evaluation
+
+
+def _log_noise_spread(steered: SteeredPolicy, obs: dict, seed: int, logger) -> None:
+    """How much the base's executed actions vary with its noise: what the actor can steer."""
+    cond = steered.encode_obs(observation_tensors(obs, steered.shape_meta["obs"]))
+    # its own generator: the diagnostic leaves the training RNG stream untouched
+    spread = steered.noise_action_spread(cond, generator=torch.Generator().manual_seed(seed))
+    logger.log({"env_steps": 0, "dsrl/noise_action_spread": spread}, 0)
+    print(
+        f"[dsrl] the base's executed actions vary with its noise by {spread:.3f} (std, "
+        "normalised units): what the noise actor can steer (docs/rl.md)"
+    )
+
+
+def _build_learner(cfg: DictConfig, steered: SteeredPolicy, device: torch.device) -> DSRLLearner:
+    """SAC over the noise (``dsrl``) or over executed chunks with a distilled noise critic
+    (``na``), and the replay buffer."""
+    algo = cfg.algo
+    na = algo.variant == "na"
+    chunk_dim = steered.n_action_steps * steered.action_dim
+    critic_args = {
+        "hidden_dims": list(algo.hidden_dims),
+        "n_critics": algo.n_critics,
+        "activation": algo.activation,
+    }
+    agent = SAC(
+        steered.actor,
+        Critic(steered.cond_dim, chunk_dim if na else steered.latent_dim, **critic_args),
+        gamma=algo.gamma,
+        tau=algo.tau,
+        lr=algo.lr,
+        target_entropy=algo.target_entropy,
+        init_temperature=algo.init_temperature,
+    ).to(device)
+    noise_critic = Critic(steered.cond_dim, steered.latent_dim, **critic_args).to(device)
+    return DSRLLearner(
+        steered=steered,
+        agent=agent,
+        noise_critic=noise_critic if na else None,
+        noise_optimizer=torch.optim.Adam(noise_critic.parameters(), lr=algo.lr) if na else None,
+        replay=TransitionBuffer(algo.replay_capacity, _replay_fields(steered)),
+        batch_size=algo.batch_size,
+        device=device,
+    )
+
+
+def _run_state(cfg, learner: DSRLLearner, counters, env_spec: dict, resume) -> RunState:
+    agent = learner.agent
+    parts = {
+        "policy": policy_state(learner.steered),
+        "agent": agent,
+        "optimizers": StateOf(agent.optimizer_state, agent.load_optimizer_state),
+        "replay": learner.replay,
+        "counters": counters,
+    }
+    if learner.noise_critic is not None:
+        parts["noise_critic"] = learner.noise_critic
+        parts["noise_optimizer"] = learner.noise_optimizer
+    return RunState(
+        parts,
+        facts={
+            "env_spec": env_spec,
+            "base_checkpoint": str(cfg.checkpoint or (resume or {}).get("base_checkpoint")),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+    )
 
 
 def distillation_noise(actor: SquashedGaussianActor, obs: torch.Tensor) -> torch.Tensor:
@@ -389,7 +460,7 @@ def _replay_fields(steered: SteeredPolicy) -> dict:
     return fields
 
 
-def _check_env_fits(envs, replay: ReplayBuffer) -> None:
+def _check_env_fits(envs, replay: TransitionBuffer) -> None:
     """One clear error if the chunked env's observations are not what the policy takes."""
     spaces = envs.single_observation_space.spaces
     for name, (shape, _) in replay.fields.items():
@@ -402,32 +473,6 @@ def _check_env_fits(envs, replay: ReplayBuffer) -> None:
                 f"the policy takes observation {key!r} as history {shape}; the env gives {got} "
                 f"(env observations: {sorted(spaces)}; check task.env_kwargs, e.g. obs_mode)"
             )
-
-
-def _per_env(info: dict, key: str, ended: np.ndarray) -> np.ndarray:
-    """``info[key]`` per env; for envs whose episode ended in this step (same-step autoreset),
-    the ended episode's value from ``info["final_info"]``."""
-    values = np.array(info[key]) if key in info else np.zeros(len(ended))
-    if ended.any():
-        values[ended] = np.asarray(info["final_info"][key])[ended]
-    return values
-
-
-def _window_metrics(window: dict, counters: dict) -> dict:
-    seconds = max(time.perf_counter() - window["start"], 1e-9)
-    metrics: dict[str, Any] = {
-        "env_steps": int(counters["env_steps"]),
-        "time/wall_s": counters["wall_s"],
-        "time/env_steps_per_s": window["env_steps"] / seconds,
-        "train/episodes": int(counters["episodes"]),
-        "train/updates": int(counters["updates"]),
-    }
-    if window["episodes"]:
-        metrics["train/success_rate"] = window["successes"] / window["episodes"]
-    for name in sorted({name for logs in window["logs"] for name in logs}):
-        values = [logs[name] for logs in window["logs"] if name in logs]
-        metrics[f"train/{name}"] = float(np.mean(values))
-    return metrics
 
 
 def _next_multiple(value: float, every: int) -> float:
@@ -449,21 +494,3 @@ def _check_config(algo: DictConfig) -> None:
             raise ValueError(f"algo.{key} must be >= 0, got {algo[key]}")
     if algo.eval_every_env_steps and algo.eval_episodes < 1:
         raise ValueError("algo.eval_episodes must be >= 1 when algo.eval_every_env_steps is set")
-
-
-def _restore(path, state, agent, noise_critic, noise_optimizer, replay, counters) -> None:
-    try:
-        agent.load_state_dict(state["agent"])
-        agent.load_optimizer_state(state["optimizers"])
-        if noise_critic is not None:
-            if state.get("noise_critic") is None:
-                raise ValueError("it was trained with algo.variant=dsrl, not na")
-            noise_critic.load_state_dict(state["noise_critic"])
-            noise_optimizer.load_state_dict(state["noise_optimizer"])
-        replay.load_state_dict(state["replay"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(path, f"does not fit the configured DSRL run: {error}") from None
-    # checkpoints of earlier versions lack the fractional credits; 0 is within one update of them
-    saved = {"update_credit": 0.0, "distill_credit": 0.0, **state["counters"]}
-    counters.update({key: saved[key] for key in COUNTERS})
-    set_rng_state(state["rng"])

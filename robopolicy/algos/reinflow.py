@@ -11,7 +11,7 @@ and samples every Euler step as a Gaussian::
 
 which makes the sampler exactly the kind of Gaussian chain that DPPO fine-tunes, so the same
 update (robopolicy/rl/chain_ppo.py) and the same loop (``run_chain_ppo`` in
-robopolicy/algos/dppo.py) apply unchanged: the velocity network and the noise network are the
+robopolicy/rl/ppo_loop.py) apply unchanged: the velocity network and the noise network are the
 fine-tuned parameters, every step of the chain is fine-tuned, and the noise std is bounded in
 ``[min_std, max_std]`` so exploration neither vanishes nor swamps the flow.
 
@@ -35,9 +35,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from robopolicy.algos.dppo import load_base_policy, run_chain_ppo
 from robopolicy.models.mlp import MLP
 from robopolicy.policies.flow import FlowPolicy
+from robopolicy.rl.ppo_loop import load_base_policy, run_chain_ppo
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
 from robopolicy.training.rng import seed_everything
 

@@ -26,9 +26,9 @@ import zarr
 from numcodecs.errors import UnknownCodecError
 
 from robopolicy.data.errors import DatasetError
+from robopolicy.data.format import FORMAT_NAME, FORMAT_VERSION, PENDING_ATTR
 from robopolicy.data.shape_meta import STORED_DTYPES, infer_shape_meta, validate_shape_meta
 from robopolicy.data.store import load_into_memory, open_read_store
-from robopolicy.data.writer import FORMAT_NAME, FORMAT_VERSION, PENDING_ATTR
 
 log = logging.getLogger(__name__)
 

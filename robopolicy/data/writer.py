@@ -1,14 +1,6 @@
 """Append demonstration episodes to a zarr dataset, one at a time, safely.
 
-Layout written (see datasets/README.md for the full spec)::
-
-    /                      attrs: format_version, fps, shape_meta, env_spec, provenance
-    data/<obs key>         (N, *shape) per step; rgb uint8, one frame per chunk; low_dim float32
-    data/action            (N, Da) float32
-    data/sim_state         (N, S) float64, optional: raw simulator state for re-rendering
-    data/reward, data/done (N,) optional
-    meta/episode_ends      (E,) int64, cumulative end index of each episode
-    meta/episode_<name>    (E,) optional per-episode scalars (e.g. mode label, seed)
+The layout written is described in ``robopolicy.data.format``.
 
 Crash safety. Every file is written atomically (``AtomicLocalStore``), and an append follows a
 protocol whose every intermediate state is readable:
@@ -44,6 +36,8 @@ import numpy as np
 import zarr
 
 from robopolicy.data.errors import DatasetError
+from robopolicy.data.format import EXTRA_STEP_KEYS, FORMAT_NAME, FORMAT_VERSION, PENDING_ATTR
+from robopolicy.data.reader import ReplayBuffer
 from robopolicy.data.shape_meta import STORED_DTYPES, validate_shape_meta
 from robopolicy.data.store import (
     AtomicLocalStore,
@@ -53,17 +47,6 @@ from robopolicy.data.store import (
 )
 
 log = logging.getLogger(__name__)
-
-FORMAT_NAME = "robopolicy-replay"
-FORMAT_VERSION = 1
-PENDING_ATTR = "pending_append"
-
-# Optional per-step arrays beside the observations and the action, with their stored dtypes.
-EXTRA_STEP_KEYS: dict[str, np.dtype] = {
-    "sim_state": np.dtype(np.float64),
-    "reward": np.dtype(np.float32),
-    "done": np.dtype(np.bool_),
-}
 
 IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
 LOW_DIM_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -144,8 +127,6 @@ class DatasetWriter:
 
         An append interrupted by a crash is rolled back first (its partial rows removed).
         """
-        from robopolicy.data.reader import ReplayBuffer
-
         path = Path(path)
         ReplayBuffer.open(path)  # full validation: refuse to append to a broken dataset
         staging = None

@@ -55,13 +55,14 @@ def make_checked_env(
     """``gym.make(env_id, max_episode_steps=..., **env_kwargs)``, or one ``EnvConfigError``."""
     for module in env_modules:
         importlib.import_module(module)
+    key = f"{key}." if key else ""  # the message's key prefix: "task." (eval.py: none)
     if env_id not in gym.registry:
         raise EnvConfigError(_unregistered_message(env_id, env_kwargs, env_modules, key))
     accepted = accepted_kwargs(env_id)
     for name, value in env_kwargs.items():
         if accepted is not None and name not in accepted:
             raise EnvConfigError(
-                f"{key}.env_kwargs.{name}={value!r} is not an argument of {env_id}; expected "
+                f"{key}env_kwargs.{name}={value!r} is not an argument of {env_id}; expected "
                 f"only these kwargs: {', '.join(sorted(accepted))}"
             )
     try:
@@ -70,9 +71,9 @@ def make_checked_env(
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         named = message.split("=", 1)[0]
         if named in env_kwargs:  # the env's message starts with the argument: name=value ...
-            raise EnvConfigError(f"{key}.env_kwargs.{message} (env {env_id})") from None
+            raise EnvConfigError(f"{key}env_kwargs.{message} (env {env_id})") from None
         raise EnvConfigError(
-            f"{key}.env_kwargs={env_kwargs} rejected by {env_id}: {message}"
+            f"{key}env_kwargs={env_kwargs} rejected by {env_id}: {message}"
         ) from None
 
 
@@ -100,9 +101,9 @@ def _unregistered_message(
     close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
     task = env_kwargs.get("task")
     if isinstance(task, str) and env_id.endswith("/" + task):  # an id named after its task
-        where = f"{key}.env_kwargs.task={task!r} (env id {env_id!r})"
+        where = f"{key}env_kwargs.task={task!r} (env id {env_id!r})"
     else:
-        where = f"{key}.env_id={env_id!r}"
+        where = f"{key}env_id={env_id!r}"
     imported = f" (after importing {list(env_modules)})" if env_modules else ""
     hint = f"did you mean {', '.join(close)}? " if close else ""
     if same_namespace:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.eval.envs import check_policy_fits_env, make_vector_env, policy_act_fn
 from robopolicy.eval.rollout import RolloutResult, run_episodes
@@ -47,6 +48,36 @@ def evaluate(
         )
     finally:
         envs.close()
+
+
+def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
+    """``evaluate`` on a run config's task with its eval settings (``cfg.eval``): the call of
+    train.py's final evaluation and of every periodic evaluation during training or RL."""
+    return evaluate(
+        policy,
+        cfg.task.env_id,
+        OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+        n_episodes,
+        n_envs=cfg.eval.n_envs,
+        seed=cfg.eval.seed,
+        env_modules=list(cfg.env_modules),
+        video_episodes=cfg.eval.video_episodes,
+        sampler_options=OmegaConf.to_container(cfg.eval.sampler, resolve=True),
+        max_episode_steps=cfg.task.get("max_episode_steps"),
+    )
+
+
+def success_metrics(result: RolloutResult) -> dict[str, float]:
+    """The ``eval/*`` metrics every training loop logs: success rate, its 95% Wilson interval,
+    mean episode length (from ``summarize``)."""
+    summary = summarize(result)
+    low, high = summary["success_ci95"]
+    return {
+        "eval/success_rate": summary["success_rate"],
+        "eval/success_low": low,
+        "eval/success_high": high,
+        "eval/mean_length": summary["length_mean"],
+    }
 
 
 def summarize(result: RolloutResult) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from robopolicy.eval.vector_info import step_values
+
 ActFn = Callable[..., np.ndarray]  # act(histories, episode_seeds=..., chunk_index=...) -> chunks
 
 
@@ -133,14 +135,16 @@ def run_episodes(
                 history.push(obs)
                 _record(envs, {j: f for j, f in frames.items() if active[j]})
                 steps += 1
+                success = step_values(info, "is_success", n_envs, False)
+                mode = step_values(info, "mode", n_envs, -1)
                 for j in np.flatnonzero(active):
                     episode = episodes[j]
                     outcome["returns"][episode] += float(reward[j])
                     outcome["lengths"][episode] += 1
-                    if _info_value(info, "is_success", j, False):
+                    if success[j]:
                         outcome["success"][episode] = True
                     if terminated[j] or truncated[j]:
-                        outcome["modes"][episode] = int(_info_value(info, "mode", j, -1))
+                        outcome["modes"][episode] = int(mode[j])
                         active[j] = False
                 if not active.any():
                     break
@@ -157,16 +161,6 @@ def run_episodes(
         videos=videos,
         **outcome,
     )
-
-
-def _info_value(info: dict, key: str, index: int, default):
-    """One env's entry of a vector env's info dict (gymnasium marks present ones with ``_key``)."""
-    if key not in info:
-        return default
-    present = info.get(f"_{key}")
-    if present is not None and not present[index]:
-        return default
-    return info[key][index]
 
 
 def _record(envs: gym.vector.VectorEnv, frames: dict[int, list[np.ndarray]]) -> None:

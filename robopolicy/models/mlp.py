@@ -18,7 +18,7 @@ from torch import nn
 
 from robopolicy.models.embeddings import time_mlp
 
-ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
 class MLP(nn.Module):
@@ -27,6 +27,9 @@ class MLP(nn.Module):
     ``residual=True`` adds a skip connection around each hidden layer whose input and output
     widths match (``h <- h + act(norm(W h))``); ``layer_norm=True`` normalises before each
     activation. ``out_dim=None`` ends on the last hidden layer (its activation included).
+
+    The repo's one MLP builder: the observation encoder, the PPO critic, and SAC's actor and
+    critics (``layer_norm=True``: ``Linear -> LayerNorm -> activation`` per hidden layer) use it.
     """
 
     def __init__(
@@ -43,6 +46,8 @@ class MLP(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if out_dim is None and len(hidden_dims) == 0:
             raise ValueError("hidden_dims must not be empty when out_dim is None")
+        if any(int(h) < 1 for h in hidden_dims):
+            raise ValueError(f"hidden_dims must be positive ints, got {list(hidden_dims)}")
         self.residual = residual
         self.hidden = nn.ModuleList()
         width = in_dim

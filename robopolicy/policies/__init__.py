@@ -2,7 +2,7 @@
 baseline, one interface (``BasePolicy``): ``compute_loss``, ``predict_action``, ``sample_chain``,
 ``step_distribution``."""
 
-from robopolicy.policies.base import BasePolicy, DenoisingStep, gaussian_log_prob
+from robopolicy.policies.base import BasePolicy, DenoisingStep
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.flow import FlowPolicy
 from robopolicy.policies.regression import RegressionPolicy
@@ -13,5 +13,4 @@ __all__ = [
     "DiffusionPolicy",
     "FlowPolicy",
     "RegressionPolicy",
-    "gaussian_log_prob",
 ]

@@ -14,7 +14,8 @@ The subclass defines ``mean_i, std_i`` (``_step_mean_std``) and the training pai
 * ``predict_action(obs, noise, num_steps, **options)``: run the chain, unnormalise, and cut the
   receding-horizon window ``action = action_pred[:, To-1 : To-1+Ta]``.
 * ``sample_chain(...)`` and ``step_distribution(...)``: every step's ``(x_i, mean_i, std_i,
-  x_{i+1})`` for RL; ``DenoisingStep.log_prob`` is the Gaussian log-density of a step.
+  x_{i+1})`` for RL, which scores a step with one function (robopolicy/rl/chain_ppo.py:
+  ``step_log_prob``).
 
 Normalisation lives in the policy: ``normalizer`` is a submodule (its statistics are in
 ``state_dict()``), observations go in and actions come out in raw units, and the chain runs in
@@ -26,7 +27,6 @@ by ``load_state_dict`` rebuilds a checkpoint.
 from __future__ import annotations
 
 import copy
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,20 +71,6 @@ def to_plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``sum over (T, Da) of log N(x; mean, std^2)`` -> ``(B,)``; every std must be positive.
-
-    ``log N(x; m, s^2) = -(x - m)^2 / (2 s^2) - log s - log(2 pi) / 2``
-    """
-    if bool((std <= 0).any()):
-        raise ValueError(
-            "a step with std = 0 has no density: use eta > 0, noise_std > 0 or min_std"
-        )
-    z = (x - mean) / std
-    log_density = -0.5 * z**2 - std.log() - 0.5 * math.log(2 * math.pi)
-    return log_density.flatten(1).sum(dim=1)
-
-
 def standard_normal(
     shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
@@ -103,10 +89,6 @@ class DenoisingStep:
     mean: torch.Tensor  # mean of x_{i+1} given x_i
     std: torch.Tensor  # standard deviation of x_{i+1} given x_i (per element)
     x_next: torch.Tensor  # the sample x_{i+1} = mean + std * z
-
-    def log_prob(self) -> torch.Tensor:
-        """``(B,)`` log-density of ``x_next`` under ``N(mean, std^2)``."""
-        return gaussian_log_prob(self.x_next, self.mean, self.std)
 
 
 class BasePolicy(nn.Module, ABC):

@@ -21,12 +21,16 @@ from robopolicy.policies.flow import FlowPolicy
 from robopolicy.policies.regression import RegressionPolicy
 from robopolicy.policies.steered import SteeredPolicy
 from robopolicy.training.checkpoint import CheckpointError, load_checkpoint
+from robopolicy.training.run_state import StateOf
 
-POLICY_KINDS: dict[str, type[BasePolicy] | type[SteeredPolicy]] = {
+BASE_POLICY_KINDS: dict[str, type[BasePolicy]] = {
     "diffusion": DiffusionPolicy,
     "flow": FlowPolicy,
     "regression": RegressionPolicy,
     "diffusion_finetuned": FinetunedDiffusionPolicy,  # DPPO: last steps fine-tuned, rest frozen
+}
+POLICY_KINDS: dict[str, type[BasePolicy] | type[SteeredPolicy]] = {
+    **BASE_POLICY_KINDS,
     "steered": SteeredPolicy,  # DSRL: a frozen base + a noise actor (not a BasePolicy subclass)
 }
 
@@ -67,6 +71,16 @@ def policy_record(policy: BasePolicy, weights: dict[str, torch.Tensor]) -> dict[
     }
 
 
+def policy_state(policy: BasePolicy, module: torch.nn.Module | None = None) -> StateOf:
+    """A run-state part holding ``policy_record`` of ``module``'s weights (``policy`` itself, or
+    its EMA copy); restoring loads the record's weights into ``module``."""
+    module = policy if module is None else module
+    return StateOf(
+        lambda: policy_record(policy, module.state_dict()),
+        lambda record: module.load_state_dict(record["weights"]),
+    )
+
+
 def policy_from_record(record: dict[str, Any], where: object = "checkpoint") -> BasePolicy:
     """Rebuild the policy described by ``policy_record`` and load its weights."""
     kind = record.get("kind")
@@ -74,12 +88,24 @@ def policy_from_record(record: dict[str, Any], where: object = "checkpoint") -> 
         raise CheckpointError(where, f"unknown policy kind {kind!r} (known: {list(POLICY_KINDS)})")
     specs = {key: (mode, shape) for key, (mode, shape) in record["normalizer"]["specs"].items()}
     normalizer = Normalizer(specs, eps=record["normalizer"]["eps"])
-    policy = POLICY_KINDS[kind].from_config(record["config"], normalizer)
+    policy = _fresh_policy(kind, record["config"], normalizer)
     try:
         policy.load_state_dict(record["weights"])
     except (RuntimeError, ValueError) as error:
         raise CheckpointError(where, f"weights do not fit the {kind} policy: {error}") from None
     return policy.eval()
+
+
+def _fresh_policy(kind: str, config: dict, normalizer: Normalizer) -> BasePolicy | SteeredPolicy:
+    """The policy ``kind`` with ``config`` and freshly initialised weights; a steered policy's
+    frozen base is rebuilt from its own kind and config first."""
+    if kind != "steered":
+        return POLICY_KINDS[kind].from_config(config, normalizer)
+    base_kind = config["base_kind"]
+    if base_kind not in BASE_POLICY_KINDS:
+        raise ValueError(f"a steered policy's base kind {base_kind!r} is not a base policy")
+    base = BASE_POLICY_KINDS[base_kind].from_config(config["base_config"], normalizer)
+    return SteeredPolicy.from_config(config, base)
 
 
 def load_policy(

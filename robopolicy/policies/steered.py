@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from robopolicy.models.squashed_gaussian import SquashedGaussianActor
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.flow import FlowPolicy
-from robopolicy.rl.sac import SquashedGaussianActor
 
 
 def deterministic_sampler_options(base: BasePolicy, requested: dict | None = None) -> dict:
@@ -123,17 +123,14 @@ class SteeredPolicy(nn.Module):
         self.latent_dim = latent_dim
 
     @classmethod
-    def from_config(cls, config: dict, normalizer: nn.Module) -> SteeredPolicy:
-        """A steered policy with freshly initialised weights, for ``load_state_dict``."""
-        # imported here: the registry imports this module to register the "steered" kind
-        from robopolicy.policies.registry import POLICY_KINDS
-
-        base_kind = config["base_kind"]
-        if base_kind not in POLICY_KINDS or base_kind == "steered":
-            raise ValueError(f"a steered policy's base kind {base_kind!r} is not a base policy")
-        base = POLICY_KINDS[base_kind].from_config(config["base_config"], normalizer)
+    def from_config(cls, config: dict, base: BasePolicy) -> SteeredPolicy:
+        """A steered policy over ``base`` with a freshly initialised actor, for
+        ``load_state_dict``. The registry rebuilds ``base`` from ``config["base_kind"]`` and
+        ``config["base_config"]`` (robopolicy/policies/registry.py: ``policy_from_record``)."""
         actor = SquashedGaussianActor(**config["actor"])
-        return cls(base, actor, base_kind, config["sampler_options"], config["latent_steps"])
+        return cls(
+            base, actor, config["base_kind"], config["sampler_options"], config["latent_steps"]
+        )
 
     @property
     def normalizer(self) -> nn.Module:

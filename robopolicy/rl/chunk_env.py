@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from robopolicy.eval.envs import make_vector_env
 
@@ -139,3 +140,13 @@ def final_observations(
         for key in result:
             result[key][j] = final[j][key]
     return result
+
+
+def observation_tensors(obs: dict[str, np.ndarray], keys) -> dict[str, torch.Tensor]:
+    """The vector env's observations of ``keys`` as the policy takes them: floating-point values
+    as float32 tensors, integer ones (uint8 images) unchanged."""
+    tensors = {}
+    for key in keys:
+        value = torch.from_numpy(np.ascontiguousarray(obs[key]))
+        tensors[key] = value.float() if value.is_floating_point() else value
+    return tensors

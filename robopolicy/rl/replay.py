@@ -1,4 +1,5 @@
-"""A replay buffer of chunk-level transitions for off-policy RL (DSRL).
+"""A replay buffer of chunk-level transitions (``TransitionBuffer``; the demonstration dataset is
+robopolicy/data/reader.py's ``ReplayBuffer``) for off-policy RL (DSRL).
 
 One transition is one executed action chunk of one env (``robopolicy/rl/chunk_env.py``)::
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 
-class ReplayBuffer:
+class TransitionBuffer:
     """``fields``: name -> ``(per-row shape, dtype)``; every ``add`` gives all of them."""
 
     def __init__(self, capacity: int, fields: Mapping[str, tuple[tuple[int, ...], torch.dtype]]):

@@ -3,11 +3,8 @@
 The pieces, all small LayerNorm MLPs (``Linear -> LayerNorm -> activation`` per hidden layer, the
 critic recipe that makes high update-to-data ratios stable; Ball et al. 2023, DSRL):
 
-* ``SquashedGaussianActor``: ``u ~ N(mu(s), sigma(s)^2)``, ``a = b tanh(u)``, so every action it
-  ever outputs lies in ``[-b, b]``. Its log-density is the Gaussian's minus the log-Jacobian of
-  the squashing, ``log pi(a|s) = log N(u) - sum log(b (1 - tanh(u)^2))``, written with the stable
-  identity ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``. ``mean_action`` is
-  ``b tanh(mu(s))``, the deterministic action used for evaluation and deployment.
+* the actor, ``SquashedGaussianActor`` (robopolicy/models/squashed_gaussian.py):
+  ``u ~ N(mu(s), sigma(s)^2)``, ``a = b tanh(u)``, every action in ``[-b, b]``.
 * ``Critic``: an ensemble of ``n`` Q-networks ``Q_i(s, a)`` (clipped double Q with ``n = 2``).
 * ``SAC``: the updates. With ``alpha = exp(log_alpha)``::
 
@@ -35,91 +32,10 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-
-
-def layer_norm_mlp(
-    in_dim: int, out_dim: int, hidden_dims: Sequence[int], activation: str
-) -> nn.Sequential:
-    """``[Linear -> LayerNorm -> activation] * len(hidden_dims) -> Linear``."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-    if not hidden_dims or any(int(h) < 1 for h in hidden_dims):
-        raise ValueError(
-            f"hidden_dims must be a non-empty list of positive ints, got {hidden_dims}"
-        )
-    layers: list[nn.Module] = []
-    width = in_dim
-    for hidden in hidden_dims:
-        layers += [
-            nn.Linear(width, int(hidden)),
-            nn.LayerNorm(int(hidden)),
-            ACTIVATIONS[activation](),
-        ]
-        width = int(hidden)
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
-
-
-class SquashedGaussianActor(nn.Module):
-    """``a = bound * tanh(u)``, ``u ~ N(mu(s), sigma(s)^2)`` (module docstring).
-
-    ``config`` holds the constructor arguments, so ``SquashedGaussianActor(**actor.config)``
-    rebuilds it for a checkpoint.
-    """
-
-    def __init__(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        hidden_dims: Sequence[int],
-        bound: float,
-        activation: str = "tanh",
-        log_std_min: float = -5.0,
-        log_std_max: float = 2.0,
-    ):
-        super().__init__()
-        if not bound > 0:
-            raise ValueError(f"the action bound must be positive, got {bound}")
-        if not log_std_min < log_std_max:
-            raise ValueError(f"need log_std_min < log_std_max, got {log_std_min}, {log_std_max}")
-        self.config = {
-            "obs_dim": int(obs_dim),
-            "action_dim": int(action_dim),
-            "hidden_dims": [int(h) for h in hidden_dims],
-            "bound": float(bound),
-            "activation": activation,
-            "log_std_min": float(log_std_min),
-            "log_std_max": float(log_std_max),
-        }
-        self.action_dim = int(action_dim)
-        self.bound = float(bound)
-        self.log_std_min = float(log_std_min)
-        self.log_std_max = float(log_std_max)
-        self.net = layer_norm_mlp(obs_dim, 2 * action_dim, hidden_dims, activation)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mu, log_sigma)`` of the pre-squash Gaussian, each ``(B, action_dim)``."""
-        mu, log_std = self.net(obs).chunk(2, dim=-1)
-        return mu, log_std.clamp(self.log_std_min, self.log_std_max)
-
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action ``(B, action_dim)`` in ``[-bound, bound]`` and its
-        log-density ``(B,)``."""
-        mu, log_std = self(obs)
-        u = mu + log_std.exp() * torch.randn_like(mu)
-        gaussian = (-0.5 * ((u - mu) / log_std.exp()) ** 2 - log_std).sum(-1) - 0.5 * math.log(
-            2 * math.pi
-        ) * self.action_dim
-        log_squash = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u)) + math.log(self.bound)
-        return self.bound * torch.tanh(u), gaussian - log_squash.sum(-1)
-
-    def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """The deterministic action ``bound * tanh(mu(s))``."""
-        return self.bound * torch.tanh(self(obs)[0])
+from robopolicy.models.mlp import MLP
+from robopolicy.models.squashed_gaussian import SquashedGaussianActor
 
 
 class Critic(nn.Module):
@@ -136,8 +52,9 @@ class Critic(nn.Module):
         super().__init__()
         if n_critics < 1:
             raise ValueError(f"n_critics must be >= 1, got {n_critics}")
+        hidden_dims = [int(h) for h in hidden_dims]
         self.q_nets = nn.ModuleList(
-            layer_norm_mlp(obs_dim + action_dim, 1, hidden_dims, activation)
+            MLP(obs_dim + action_dim, hidden_dims, 1, activation=activation, layer_norm=True)
             for _ in range(n_critics)
         )
 

@@ -9,13 +9,11 @@ from typing import Any
 
 from omegaconf.errors import OmegaConfBaseException
 
-from robopolicy.data.errors import DatasetError
-from robopolicy.training.checkpoint import CheckpointError
-
 # What a user's input (config, dataset, checkpoint) can be wrong with; anything else is a bug and
-# keeps its traceback.
+# keeps its traceback. ValueError covers DatasetError and CheckpointError, its subclasses (named
+# by the base class so that this leaf module imports nothing of robopolicy).
 # ConnectionError: a robot server or a real arm that cannot be reached (the message names it).
-USER_ERRORS = (DatasetError, CheckpointError, ValueError, ConnectionError, OmegaConfBaseException)
+USER_ERRORS = (ValueError, ConnectionError, OmegaConfBaseException)
 
 
 def run_reporting_errors(program: str, job: Callable[[], Any]) -> Any:

@@ -26,9 +26,10 @@ import numpy as np
 
 from robopolicy.data.convert.common import check_destination, exact_cast, staged_output
 from robopolicy.data.errors import DatasetError
+from robopolicy.data.format import EXTRA_STEP_KEYS
 from robopolicy.data.reader import ReplayBuffer
 from robopolicy.data.shape_meta import STORED_DTYPES, infer_shape_meta, validate_shape_meta
-from robopolicy.data.writer import EXTRA_STEP_KEYS, DatasetWriter, default_provenance
+from robopolicy.data.writer import DatasetWriter, default_provenance
 
 SOURCE_FORMAT = "diffusion_policy"
 

@@ -58,9 +58,10 @@ from robopolicy.data.convert.hdf5_values import (
     encode_value,
 )
 from robopolicy.data.errors import DatasetError
+from robopolicy.data.format import EXTRA_STEP_KEYS
 from robopolicy.data.shape_meta import STORED_DTYPES
 from robopolicy.data.store import AtomicLocalStore
-from robopolicy.data.writer import EXTRA_STEP_KEYS, DatasetWriter, default_provenance
+from robopolicy.data.writer import DatasetWriter, default_provenance
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Import robomimic's file utilities on this machine's CPU-only torch.
+"""Test helper: import robomimic's file utilities on this machine's CPU-only torch.
+
+robopolicy itself never imports robomimic; tests/test_convert.py checks with robomimic's own
+readers that the HDF5 files robopolicy exports are valid.
 
 robomimic 0.3.0 imports torchvision at module level (``robomimic.utils.file_utils`` pulls in
 ``robomimic.models`` and through it ``torchvision``). The installed torchvision wheel is built

@@ -1,1 +1,0 @@
-"""Workarounds for third-party packages that do not import cleanly on this stack."""
