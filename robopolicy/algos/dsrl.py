@@ -346,7 +346,8 @@ def _build_learner(cfg: DictConfig, steered: SteeredPolicy, device: torch.device
     (``na``), and the replay buffer."""
     algo = cfg.algo
     na = algo.variant == "na"
-    chunk_dim = steered.n_action_steps * steered.action_dim
+    base = steered.base
+    chunk_dim = base.n_action_steps * base.action_dim
     critic_args = {
         "hidden_dims": list(algo.hidden_dims),
         "n_critics": algo.n_critics,
@@ -354,14 +355,14 @@ def _build_learner(cfg: DictConfig, steered: SteeredPolicy, device: torch.device
     }
     agent = SAC(
         steered.actor,
-        Critic(steered.cond_dim, chunk_dim if na else steered.latent_dim, **critic_args),
+        Critic(base.cond_dim, chunk_dim if na else steered.latent_dim, **critic_args),
         gamma=algo.gamma,
         tau=algo.tau,
         lr=algo.lr,
         target_entropy=algo.target_entropy,
         init_temperature=algo.init_temperature,
     ).to(device)
-    noise_critic = Critic(steered.cond_dim, steered.latent_dim, **critic_args).to(device)
+    noise_critic = Critic(base.cond_dim, steered.latent_dim, **critic_args).to(device)
     return DSRLLearner(
         steered=steered,
         agent=agent,
