@@ -122,3 +122,61 @@ def test_training_seeds_never_meet_evaluation_seeds_or_each_other():
             assert seen.isdisjoint(seeds)
             seen.update(seeds)
     assert training_reset_seeds(2, 5, 4) == training_reset_seeds(2, 5, 4)  # repeatable
+
+
+def test_a_resume_removes_the_temporary_files_of_a_killed_save(tmp_path):
+    path = tmp_path / "checkpoints" / "latest.safetensors"
+    model = torch.nn.Linear(3, 2)
+    RunState({"model": model}).save(path, step=1)
+    orphan = path.parent / ".latest.safetensors.abc123.tmp"  # what a kill mid-write leaves
+    orphan.write_bytes(b"partial")
+    other = path.parent / ".step0000100_success0.500.safetensors.x.tmp"  # another file's
+    other.write_bytes(b"partial")
+    RunState({"model": model}).restore(path)
+    assert not orphan.exists() and other.exists()
+    orphan.write_bytes(b"partial")
+    RunState({"model": model}).save(path, step=2)
+    assert not orphan.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda meta: meta.pop("tree"),
+        lambda meta: meta.update(tree="{not json"),
+        lambda meta: meta.update(tree='{"__dict__": [["w", {"__tensor__": "missing"}]]}'),
+        lambda meta: meta.update(tree='{"__dict__": 5}'),
+        lambda meta: meta.update(version="v1"),
+    ],
+    ids=["no tree", "tree not json", "tree names a missing tensor", "tree malformed", "version"],
+)
+def test_a_damaged_checkpoint_header_is_one_clear_error(tmp_path, damage):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    good = RunState({"model": torch.nn.Linear(3, 2)}).save(tmp_path / "good.safetensors", step=1)
+    with safe_open(good, framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    damage(metadata)
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(good), bad, metadata=metadata)
+    with pytest.raises(CheckpointError, match=f"checkpoint {bad}: "):
+        load_checkpoint(bad)
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    from robopolicy.training.run_logger import RunLogger
+
+    logger = RunLogger(tmp_path, wandb_mode="disabled")
+    for step in (10, 20, 30, 40):  # the run checkpointed at 20, then died after logging 40
+        logger.log({"loss": step / 10}, step)
+    resumed = RunLogger(tmp_path, wandb_mode="disabled")
+    assert resumed.rewind(20) == 2
+    for step in (30, 40):
+        resumed.log({"loss": step / 100}, step)
+    assert [(row["step"], row["loss"]) for row in resumed.read()] == [
+        (10, 1.0),
+        (20, 2.0),
+        (30, 0.3),
+        (40, 0.4),
+    ]

@@ -88,6 +88,7 @@ def train_bc(
     step = 0
     if cfg.resume:
         step = int(run.state.restore(cfg.resume)["step"])
+        run.logger.rewind(step)
         print(f"[train] resumed from {cfg.resume} at step {step}")
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)

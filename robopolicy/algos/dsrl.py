@@ -180,6 +180,7 @@ def train_dsrl(
         state.restore_from(resume, cfg.resume)
         print(f"[dsrl] resumed from {cfg.resume} at {int(counters['env_steps'])} env steps")
     logger = RunLogger.for_run(cfg, run_dir)
+    logger.rewind(int(counters["env_steps"]))
     metrics: dict[str, Any] = {}
     if counters["env_steps"] == 0 and algo.eval_at_start:
         metrics = _evaluate(steered, cfg, counters, logger)

@@ -105,6 +105,7 @@ def run_chain_ppo(
     logger = RunLogger.for_run(cfg, run_dir)
     if cfg.resume:
         state.restore(cfg.resume)
+        logger.rewind(counters["iteration"])
         print(f"[rl] resumed from {cfg.resume} at iteration {counters['iteration']}")
     envs = make_chunked_vector_env(
         cfg.task.env_id,

@@ -48,6 +48,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         "tree": json.dumps(skeleton),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -58,6 +59,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_orphan_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed ``save_checkpoint`` of ``path`` left beside it (one
+    process writes a given checkpoint, so none of them is in use); returns what was removed."""
+    path = Path(path)
+    orphans = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -73,14 +84,23 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(path, f"not a readable safetensors file ({error})") from None
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(path, "not a robopolicy checkpoint (no robopolicy header)")
-    version = int(metadata.get("version", -1))
+    try:
+        version = int(metadata.get("version", -1))
+    except ValueError:
+        raise CheckpointError(path, f"version {metadata['version']!r} is not a number") from None
     if version > CHECKPOINT_VERSION:
         raise CheckpointError(
             path,
             f"written by a newer robopolicy (checkpoint version {version}, this one reads "
             f"<= {CHECKPOINT_VERSION}); upgrade robopolicy",
         )
-    return _join(json.loads(metadata["tree"]), tensors)
+    if "tree" not in metadata:
+        raise CheckpointError(path, "its header has no 'tree' entry (damaged, or not a checkpoint)")
+    try:
+        return _join(json.loads(metadata["tree"]), tensors)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        problem = f"its header's 'tree' is damaged ({type(error).__name__}: {error})"
+        raise CheckpointError(path, problem) from None
 
 
 def _split(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:

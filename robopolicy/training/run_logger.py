@@ -74,6 +74,20 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.log(clean, step=step)
 
+    def rewind(self, step: int) -> int:
+        """Forget the rows logged after ``step`` (a resumed run repeats those steps, so each step
+        stays in ``metrics.jsonl`` once); returns how many were dropped. The file is rewritten
+        under a temporary name and renamed over the old one."""
+        if not self.enabled or not self.metrics_path.exists():
+            return 0
+        rows = self.read()
+        kept = [row for row in rows if row.get("step", 0) <= step]
+        if len(kept) < len(rows):
+            partial = self.metrics_path.with_suffix(".jsonl.tmp")
+            partial.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            os.replace(partial, self.metrics_path)
+        return len(rows) - len(kept)
+
     def read(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
             return []

@@ -22,7 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robopolicy.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_orphan_temporaries,
+    save_checkpoint,
+)
 from robopolicy.training.rng import rng_state, set_rng_state
 
 RNG_KEY = "rng"  # where the global RNG states sit in every training checkpoint
@@ -89,7 +94,8 @@ class RunState:
         return self.restore_from(load_checkpoint(path), path)
 
     def restore_from(self, checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-        """``restore`` from a checkpoint already read (``path`` names it in errors)."""
+        """``restore`` from a checkpoint already read from ``path``. Temporary files that a
+        killed save of ``path`` left behind are removed."""
         for name, part in self.parts.items():
             if checkpoint.get(name) is None:
                 raise CheckpointError(
@@ -102,4 +108,5 @@ class RunState:
                     path, f"its {name!r} does not fit this run: {error}"
                 ) from None
         set_rng_state(checkpoint[RNG_KEY])
+        remove_orphan_temporaries(path)
         return checkpoint
