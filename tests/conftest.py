@@ -16,6 +16,17 @@ def pushcube_state_demos(tmp_path_factory):
     """100 state-only PushCube demonstrations from the scripted expert (seeds 0-99), made once
     per test session with datasets/collect.py, so RL tests see the same data on every machine
     (a fresh CI clone has no datasets/data/)."""
+    return _collect_pushcube_state(tmp_path_factory, 100, n_workers=2)
+
+
+@pytest.fixture(scope="session")
+def pushcube_state_demos_few(tmp_path_factory):
+    """12 such demonstrations, for tests that train a base policy for a few steps on 10 episodes
+    and need no more: one worker (no process start-up), ~5 s instead of the 100's ~15 s."""
+    return _collect_pushcube_state(tmp_path_factory, 12, n_workers=1)
+
+
+def _collect_pushcube_state(tmp_path_factory, n_episodes: int, n_workers: int):
     out = tmp_path_factory.mktemp("pushcube") / "push_cube_state.zarr"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
@@ -23,8 +34,8 @@ def pushcube_state_demos(tmp_path_factory):
             sys.executable,
             "datasets/collect.py",
             "task=push_cube",
-            "n_episodes=100",
-            "n_workers=2",
+            f"n_episodes={n_episodes}",
+            f"n_workers={n_workers}",
             "task.env_kwargs.obs_mode=state",
             "store_sim_state=false",
             f"out={out}",

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from hardware.deploy import ChunkScheduler, DeployRuntime, InferenceWorker
+from hardware.deploy import ChunkResult, ChunkScheduler, DeployRuntime, InferenceWorker
 from hardware.latency import LatencyStats
 
 PERIOD = 0.1
@@ -194,18 +194,19 @@ def test_worker_failure_surfaces_on_the_polling_thread():
 class CountingIO:
     """A robot whose observation ``x`` counts the observations made; records every send."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
         self.count = 0
         self.observed: list[float] = []  # when each observation was made
         self.sent: list[tuple[float, np.ndarray, float]] = []  # (send time, action, target)
 
     def observe(self):
         self.count += 1
-        self.observed.append(time.monotonic())
+        self.observed.append(self.clock())
         return {"x": np.array([self.count], np.float32)}, {"x": self.observed[-1]}
 
     def act(self, action, target_time):
-        self.sent.append((time.monotonic(), np.array(action), target_time))
+        self.sent.append((self.clock(), np.array(action), target_time))
 
 
 class TinyPolicy:
@@ -244,38 +245,125 @@ def test_runtime_sends_the_action_paired_with_each_frame_on_time():
     # tick k sends step k - replan tick of the chunk from frame (replan tick + 1)
     expected = [10, 11, 30, 31, 50, 51, 70, 71]
     assert [float(action[0]) for _, action, _ in io.sent] == expected
-    sends = np.array([when for when, _, _ in io.sent])
-    np.testing.assert_allclose(np.diff(sends), PERIOD, atol=0.04)  # one action per period
+    # each action is due within half a period of its send and is to be reached one period
+    # after its slot (exact timing: the virtual-clock tests below; jitter on this machine:
+    # bench/bench_realtime.py)
     for when, _, target in io.sent:
-        assert target - when == pytest.approx(PERIOD, abs=0.04)  # reached one period later
+        assert PERIOD / 2 - 0.04 < target - when <= 1.5 * PERIOD
     figures = result.latency.summary()
     assert figures["inference"]["n"] == 4 and figures["lateness"]["n"] == 8
     assert figures["jitter"]["n"] == 16  # two phases per tick
-    assert figures["lateness"]["p99_ms"] < 40 and figures["jitter"]["p99_ms"] < 40
     assert [frame["x"][0] for frame in result.frames] == list(range(1, 9))
     assert [frame["action"][0] for frame in result.frames] == expected
 
 
-def test_runtime_keeps_ticking_while_inference_is_slow_and_drops_late_actions():
-    io, histories = CountingIO(), []
-    runtime = DeployRuntime(
-        io, TinyPolicy(), fps=1 / PERIOD, act_delay=0.03, predict=_echo_predict(0.25, histories)
-    )
-    try:
-        result = runtime.run_episode(max_ticks=8)
-    finally:
-        runtime.close()
+class VirtualTime:
+    """Stands in for the ``time`` module inside ``hardware.deploy``: ``sleep`` moves a virtual
+    clock on instead of waiting, so the control loop's schedule is exact on any machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
+class VirtualWorker:
+    """``InferenceWorker`` on the virtual clock: a request runs as soon as the worker is free
+    and finishes ``delay`` virtual seconds later; one submitted while it is busy waits, replaced
+    by any newer one (as on the real worker's thread)."""
+
+    def __init__(self, predict, clock: VirtualTime, delay: float) -> None:
+        self.predict, self.clock, self.delay = predict, clock, delay
+        self.free_at = -np.inf
+        self.running = None  # (tag, history, capture_time, started)
+        self.waiting = None  # (tag, history, capture_time, submitted)
+        self.done: list[ChunkResult] = []
+
+    def _advance(self) -> None:
+        """Finish (and start) requests up to the clock's now."""
+        while True:
+            if self.running is None and self.waiting is not None:
+                tag, history, capture_time, submitted = self.waiting
+                self.running = (tag, history, capture_time, max(submitted, self.free_at))
+                self.waiting = None
+            if self.running is None or self.running[3] + self.delay > self.clock.now:
+                return
+            tag, history, capture_time, started = self.running
+            action_pred = np.asarray(self.predict(history), dtype=np.float64)
+            finished = started + self.delay
+            self.done.append(ChunkResult(tag, action_pred, capture_time, started, finished))
+            self.running, self.free_at = None, finished
+
+    def submit(self, tag, history, capture_time) -> None:
+        self._advance()  # a request waiting when the running one finished started then
+        self.waiting = (tag, history, capture_time, self.clock.now)
+        self._advance()
+
+    def poll(self) -> list[ChunkResult]:
+        self._advance()
+        finished, self.done = self.done, []
+        return finished
+
+    def close(self) -> None:
+        pass
+
+
+def _virtual_runtime(monkeypatch, delay: float, histories: list):
+    """A DeployRuntime on a CountingIO whose loop and inference both run on one virtual clock."""
+    import hardware.deploy as deploy
+
+    clock = VirtualTime()
+    io, predict = CountingIO(clock.monotonic), _echo_predict(0.0, histories)
+    runtime = DeployRuntime(io, TinyPolicy(), fps=1 / PERIOD, act_delay=0.03, predict=predict)
+    runtime.worker.close()  # the real thread: replaced by one on the virtual clock
+    runtime.worker = VirtualWorker(predict, clock, delay)
+    monkeypatch.setattr(deploy, "time", clock)
+    return clock, io, runtime
+
+
+def test_runtime_on_a_virtual_clock_acts_exactly_on_schedule(monkeypatch):
+    clock, io, runtime = _virtual_runtime(monkeypatch, 0.0, [])
+    start = clock.now
+    result = runtime.run_episode(max_ticks=8, record=True)
+    assert result.ticks == 8 and result.actions_sent == 8 and result.missed_ticks == 0
+    np.testing.assert_allclose(io.observed, start + PERIOD * np.arange(8), rtol=0, atol=1e-9)
+    sends = np.array([when for when, _, _ in io.sent])
+    np.testing.assert_allclose(sends, start + 0.03 + PERIOD * np.arange(8), rtol=0, atol=1e-9)
+    targets = np.array([target for _, _, target in io.sent])
+    np.testing.assert_allclose(targets, sends + PERIOD, rtol=0, atol=1e-9)  # one period later
+    assert [float(action[0]) for _, action, _ in io.sent] == [10, 11, 30, 31, 50, 51, 70, 71]
     figures = result.latency.summary()
-    assert figures["jitter"]["max_ms"] < 40  # the loop never waited for the 250 ms inference
-    assert figures["inference"]["median_ms"] >= 250
-    # the first chunk (frame 1, t ~ 0) arrives at ~0.25 s: ticks 0-2 (acting at 0.03, 0.13,
-    # 0.23 s) have nothing to send; at 0.33 s its actions for steps 0-2 have passed (stale)
-    assert result.missed_ticks >= 3
-    assert result.stale_actions >= 3
-    assert len(io.sent) == result.actions_sent == 8 - result.missed_ticks
-    start = io.observed[0]
-    assert [round((when - start - 0.03) / PERIOD) for when, _, _ in io.sent[:2]] == [3, 4]
-    assert [float(action[0]) for _, action, _ in io.sent[:2]] == [13.0, 14.0]  # steps 3, 4
+    assert figures["jitter"]["n"] == 16 and abs(figures["jitter"]["max_ms"]) < 1e-6
+    assert figures["lateness"]["n"] == 8 and abs(figures["lateness"]["max_ms"]) < 1e-6
+    assert clock.now == pytest.approx(start + 8 * PERIOD)  # the episode ends a period after
+
+
+def test_runtime_keeps_ticking_while_inference_is_slow_and_drops_late_actions(monkeypatch):
+    histories = []
+    clock, io, runtime = _virtual_runtime(monkeypatch, 0.25, histories)
+    start = clock.now
+    result = runtime.run_episode(max_ticks=8)
+    figures = result.latency.summary()
+    # the loop never waits for inference: every tick observes on schedule
+    assert abs(figures["jitter"]["max_ms"]) < 1e-6
+    np.testing.assert_allclose(io.observed, start + PERIOD * np.arange(8), rtol=0, atol=1e-9)
+    # frame 1's chunk (t = 0) is ready at 0.25 s: ticks 0-2 (acting at 0.03, 0.13, 0.23 s) have
+    # nothing to send, and at 0.33 s its actions for steps 0-2 have passed (stale). Frame 3's
+    # request waited for the worker: ready at 0.5 s, its steps 0-2 (0.23-0.43 s) have passed;
+    # it covers ticks 5-6, and nothing covers tick 7 (frame 5's is ready at 0.75 s)
+    assert [round((when - start - 0.03) / PERIOD) for when, _, _ in io.sent] == [3, 4, 5, 6]
+    assert [float(action[0]) for _, action, _ in io.sent] == [13.0, 14.0, 33.0, 34.0]
+    assert result.missed_ticks == 4 and result.actions_sent == len(io.sent) == 4
+    assert result.stale_actions == 6
+    assert [int(h[0, -1, 0]) for h in histories] == [1, 3]  # frames 5 and 7 are still queued
+    assert figures["inference"]["n"] == 2 and figures["inference"]["median_ms"] == pytest.approx(
+        250
+    )
+    assert figures["observation_age"]["max_ms"] == pytest.approx(50)  # frame 3 waited 0.05 s
 
 
 def test_runtime_ends_the_episode_at_success():
@@ -391,7 +479,11 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["n_episodes"] == 2 and results["seeds"] == [7, 8]
     assert results["robot"].startswith("tcp://127.0.0.1:")  # served by its own process
-    assert 0.0 <= results["success_ci95"][0] <= results["success_rate"]
+    # the rate is what the world's success flags said, episode by episode, inside its interval
+    flags = [episode["success"] for episode in results["episodes"]]
+    assert results["success_rate"] == pytest.approx(sum(flags) / len(flags))
+    low, high = results["success_ci95"]
+    assert low <= results["success_rate"] <= high
     for episode in results["episodes"]:
         if not episode["success"]:
             assert episode["ticks"] == 12
@@ -401,14 +493,17 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
     for series in ("observation_age", "inference", "lateness", "jitter"):
         assert latency[series]["n"] > 0
         assert latency[series]["p99_ms"] is not None
-    assert 0 <= latency["observation_age"]["median_ms"] < 100  # a fresh view: < one period
-    assert latency["jitter"]["median_ms"] < 10
+    # one clock on both sides of the server: no observation is used before it was captured
+    # (how fresh it is, and the loop's jitter, on this machine: bench/bench_realtime.py)
+    assert latency["observation_age"]["median_ms"] >= 0
     sent = sum(episode["actions_sent"] for episode in results["episodes"])
     assert results["safety"]["arm"]["forwarded"] == sent  # every action went through the layer
     # the recording: a valid dataset with one step per action sent, seeds as episode metadata
     buffer = ReplayBuffer.open(tmp_path / "deploy.zarr")
     lengths = [episode["actions_sent"] for episode in results["episodes"]]
     assert list(buffer.episode_lengths) == lengths
+    assert buffer.episode_meta["seed"].tolist() == [7, 8]
+    assert buffer.episode_meta["success"].tolist() == flags  # the same flags, recorded
     assert buffer.fps == 10
     actions = buffer.read_all("action")
     assert actions.shape == (sum(lengths), 7) and np.isfinite(actions).all()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
@@ -49,6 +50,38 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return completed
 
 
+def _rerun_here(checkpoint: Path, n_episodes: int, seed: int, sampler: dict):
+    """The same seeded episodes rolled out in this process from the checkpoint alone, with the
+    settings the command lines were given (12 env steps, state observations)."""
+    from robopolicy.eval.evaluate import evaluate
+    from robopolicy.policies.registry import load_policy
+
+    policy, contents = load_policy(checkpoint)
+    spec = contents["env_spec"]
+    result = evaluate(
+        policy,
+        spec["id"],
+        spec["kwargs"],
+        n_episodes,
+        n_envs=1,
+        seed=seed,
+        env_modules=["sim"],
+        sampler_options=sampler,
+        max_episode_steps=12,
+    )
+    # a failure is an episode that ran to the time limit; a success ended it there or before
+    assert result.lengths.max() <= 12 and (result.lengths[~result.success] == 12).all()
+    return result
+
+
+def _assert_reports(summary: dict, result) -> None:
+    """A command line's summary says what the env's success flags said, seed by seed."""
+    assert summary["successes"] == int(result.success.sum())
+    assert summary["failed_seeds"] == [int(seed) for seed in result.seeds[~result.success]]
+    assert summary["length_mean"] == pytest.approx(float(result.lengths.mean()))
+    assert summary["return_mean"] == pytest.approx(float(result.returns.mean()), rel=1e-4)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("journey")
@@ -71,7 +104,12 @@ def test_train_writes_checkpoints_metrics_plots_videos(trained):
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "latest.safetensors" in checkpoints and len(checkpoints) >= 2  # latest + top-k
     summary = json.loads((run_dir / "eval.json").read_text())
-    assert summary["n_episodes"] == 2 and 0.0 <= summary["success_rate"] <= 1.0
+    assert summary["n_episodes"] == 2
+    # the final evaluation is a rollout of the checkpoint it names, from the eval seeds
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    sampler = OmegaConf.to_container(config.eval.sampler, resolve=True)
+    result = _rerun_here(Path(summary["checkpoint"]), 2, int(config.eval.seed), sampler)
+    _assert_reports(summary, result)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("val/loss" in m for m in metrics) and any("eval/success_rate" in m for m in metrics)
     assert (run_dir / "loss.png").stat().st_size > 0
@@ -95,8 +133,13 @@ def test_eval_reports_success_with_interval_and_latency(trained):
     assert "95% CI" in completed.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["n_episodes"] == 3 and results["sampler"]["num_steps"] == 2
-    low, high = results["success_ci95"]
-    assert 0.0 <= low <= results["success_rate"] <= high <= 1.0
+    # the episodes eval.py reports are the ones rolled out here from the same seeds
+    result = _rerun_here(checkpoint, 3, results["seeds"][0], results["sampler"])
+    _assert_reports(results, result)
+    assert results["success_rate"] == pytest.approx(results["successes"] / 3)
+    # the 95% Wilson interval of k/3, computed here: (0, .56), (.06, .79), (.21, .94), (.44, 1)
+    expected = {0: (0.0, 0.5615), 1: (0.0615, 0.7923), 2: (0.2077, 0.9385), 3: (0.4385, 1.0)}
+    assert results["success_ci95"] == pytest.approx(expected[results["successes"]], abs=1e-3)
     assert results["inference_ms_median"] > 0
     assert len(results["videos"]) == 1 and Path(results["videos"][0]).stat().st_size > 0
 

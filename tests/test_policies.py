@@ -162,19 +162,59 @@ def test_real_normalizer_images_and_checkpoint_round_trip(cls):
     assert torch.equal(fresh.eval().predict_action(obs, noise=noise)["action_pred"], expected)
 
 
-@pytest.mark.parametrize(
-    ("cls", "kwargs", "options"),
-    [
-        (DiffusionPolicy, {"prediction_type": "sample"}, {"sampler": "ddim", "eta": 0.0}),
-        # epsilon prediction + deterministic DDIM needs longer training to be this precise at
-        # the noisiest steps; DDPM's noise washes the early error out (seeded: reproducible).
-        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddpm", "seed": 0}),
-        (FlowPolicy, {"time_sampling": "beta"}, {"solver": "euler"}),
-        (FlowPolicy, {"time_sampling": "uniform"}, {"solver": "heun"}),
-        (FlowPolicy, {"prediction_type": "sample", "clip_sample": 1.0}, {"solver": "euler"}),
-        (RegressionPolicy, {}, {}),
-    ],
-)
+OVERFIT_CASES = [
+    (DiffusionPolicy, {"prediction_type": "sample"}, {"sampler": "ddim", "eta": 0.0}),
+    # epsilon prediction + deterministic DDIM needs longer training to be this precise at
+    # the noisiest steps; DDPM's noise washes the early error out (seeded: reproducible).
+    (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddpm", "seed": 0}),
+    (FlowPolicy, {"time_sampling": "beta"}, {"solver": "euler"}),
+    (FlowPolicy, {"time_sampling": "uniform"}, {"solver": "heun"}),
+    (FlowPolicy, {"prediction_type": "sample", "clip_sample": 1.0}, {"solver": "euler"}),
+    (RegressionPolicy, {}, {}),
+]
+
+
+def _tiny_dataset():
+    """4 distinct observations, each with its own action chunk (raw units: offset 3, scale 2)."""
+    generator = torch.Generator().manual_seed(1)
+    obs = {"state": torch.eye(4)[:, None, :].repeat(1, TO, 1)}
+    actions = 3.0 + 2.0 * (torch.rand(4, HORIZON, 2, generator=generator) * 1.6 - 0.8)
+    batch = {"obs": {"state": obs["state"].repeat(8, 1, 1)}, "action": actions.repeat(8, 1, 1)}
+    return obs, actions, batch, generator
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "options"), OVERFIT_CASES)
+def test_a_few_updates_lower_the_loss_on_the_tiny_dataset(cls, kwargs, options):
+    """The edit-test loop's stand-in for the overfit test below (slow): compute_loss gives a
+    gradient that trains the model, for every loss variant. The loss is measured on the same
+    noise and timestep draws (seeded) before and after 40 updates."""
+    policy = make_policy(cls, "mlp", **kwargs)
+    with torch.no_grad():
+        policy.normalizer.action_offset.fill_(3.0)
+        policy.normalizer.action_scale.fill_(2.0)
+    _, _, batch, _ = _tiny_dataset()
+
+    def loss() -> float:
+        with torch.no_grad():
+            total = 0.0
+            for seed in range(4):
+                torch.manual_seed(seed)
+                total += policy.compute_loss(batch)["loss"].item()
+            return total / 4
+
+    before = loss()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=2e-3)
+    for _ in range(40):
+        step_loss = policy.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        step_loss.backward()
+        optimizer.step()
+    after = loss()
+    assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("cls", "kwargs", "options"), OVERFIT_CASES)
 def test_overfits_tiny_dataset(cls, kwargs, options):
     """4 distinct observations, each with its own action chunk: the sampler must recover them."""
     options = dict(options)
@@ -184,10 +224,7 @@ def test_overfits_tiny_dataset(cls, kwargs, options):
     with torch.no_grad():  # raw units differ from normalised ones: the normaliser must be used
         policy.normalizer.action_offset.fill_(3.0)
         policy.normalizer.action_scale.fill_(2.0)
-    generator = torch.Generator().manual_seed(1)
-    obs = {"state": torch.eye(4)[:, None, :].repeat(1, TO, 1)}
-    actions = 3.0 + 2.0 * (torch.rand(4, HORIZON, 2, generator=generator) * 1.6 - 0.8)
-    batch = {"obs": {"state": obs["state"].repeat(8, 1, 1)}, "action": actions.repeat(8, 1, 1)}
+    obs, actions, batch, generator = _tiny_dataset()
     optimizer = torch.optim.Adam(policy.parameters(), lr=2e-3)
     n_updates = 600
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_updates)

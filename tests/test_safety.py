@@ -153,11 +153,18 @@ def disturb(rng: np.random.Generator, arm: FakeArm, limits: SafetyLimits) -> Non
     arm.state = ArmState(joints, velocity, position, quat / np.linalg.norm(quat), arm.clock())
 
 
-def test_100k_random_and_adversarial_commands_never_exceed_the_limits(rig):
+@pytest.mark.parametrize(
+    "total",
+    [
+        pytest.param(10_000, id="10k"),  # the edit-test loop's sample
+        pytest.param(100_000, id="100k", marks=pytest.mark.slow),
+    ],
+)
+def test_random_and_adversarial_commands_never_exceed_the_limits(rig, total):
     clock, arm, layer = rig
     limits = layer.limits
     rng = np.random.default_rng(0)
-    total, clean = 100_000, 0
+    clean = 0
     latched_forwards = 0
     for i in range(total):
         clock.now += PERIOD
@@ -206,7 +213,7 @@ def test_100k_random_and_adversarial_commands_never_exceed_the_limits(rig):
     quats = np.array([c.ee_quat for c, _, _ in arm.received if not c.is_joint])
     assert np.abs(np.linalg.norm(quats, axis=1) - 1).max() < 1e-12
     for kind in ("clamped", "rejected", "stale", "estop_replaced", "watchdog_hold", "stop"):
-        assert counts[kind] > 100, kind  # each path exercised often
+        assert counts[kind] > total // 1000, kind  # each path exercised often (> 100 in 100k)
 
 
 def measure_excess(received: list, limits: SafetyLimits) -> dict[str, float]:

@@ -61,7 +61,12 @@ def _assert_holds_exactly(path: Path, n_episodes: int) -> None:
             np.testing.assert_array_equal(read[key], expected[key])
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.02, 0.05, 0.1])
+def _delays(fast: float, *slow: float) -> list:
+    """One kill delay in the edit-test loop; the rest of the sample with the slow tests."""
+    return [fast, *(pytest.param(delay, marks=pytest.mark.slow) for delay in slow)]
+
+
+@pytest.mark.parametrize("delay_s", _delays(0.02, 0.0, 0.05, 0.1))
 def test_directory_store_survives_sigkill_mid_append(tmp_path, delay_s):
     path = tmp_path / "killed.zarr"
     finished = _kill_mid_append(path, flush_every=1, kill_after_begin=2, delay_s=delay_s)
@@ -90,7 +95,7 @@ def test_kill_lands_inside_an_append_at_least_once(tmp_path):
     assert seen_pending, "no kill landed mid-append; make the child's appends slower"
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.1])
+@pytest.mark.parametrize("delay_s", _delays(0.05, 0.0, 0.1))
 def test_zip_store_survives_sigkill_mid_append(tmp_path, delay_s):
     path = tmp_path / "killed.zarr.zip"
     finished = _kill_mid_append(path, flush_every=1, kill_after_begin=2, delay_s=delay_s)
