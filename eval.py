@@ -33,7 +33,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hardware.latency import LatencyStats
+from robopolicy.config import validate
+from robopolicy.config.errors import run_hydra_main
 from robopolicy.data.writer import DatasetWriter, default_provenance
+from robopolicy.eval.env_check import check_env_config
 from robopolicy.eval.evaluate import evaluate, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.run_logger import RunLogger
@@ -45,6 +48,7 @@ SIM_ROBOT = "hardware.sim_robot.make_sim_robot"  # the sim arm's builder (conf/h
 
 
 def run(cfg: DictConfig) -> dict:
+    validate(cfg)  # types, ranges, cross-field rules: one line naming the key, before any work
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     device = resolve_device(cfg.device)
     if cfg.torch_threads:
@@ -58,8 +62,8 @@ def run(cfg: DictConfig) -> dict:
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     if cfg.get("hardware") is not None:
         return deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir)
-    if cfg.record is not None:
-        raise ValueError("record=PATH records deploy runs: it needs hardware=<robot>")
+    # the env is built once here: a bad env_id or env kwarg stops the run before any episode
+    check_env_config(env_id, env_kwargs, cfg.env_modules, cfg.max_episode_steps, key="")
     print(f"[eval] {cfg.checkpoint} on {env_id}: {cfg.n_episodes} episodes, sampler {sampler}")
     result = evaluate(
         policy,
@@ -284,4 +288,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main("eval.py", main)  # Hydra's own errors (a group typo, ...) as one line too

@@ -18,7 +18,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from robopolicy.eval.env_check import check_env_config
+from robopolicy.config import validate
+from robopolicy.config.errors import run_hydra_main
+from robopolicy.eval.env_check import EnvConfigError, check_env_config
 from robopolicy.eval.evaluate import evaluate_policy, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.distributed import init_distributed, shutdown
@@ -37,17 +39,36 @@ ALGORITHMS = {
 
 
 def algorithm(name: str):
-    if name not in ALGORITHMS:
-        raise ValueError(f"algo.name={name!r} is unknown; expected one of {list(ALGORITHMS)}")
+    """The training function of ``algo.name`` (the config schema admits only these names)."""
     module, function = ALGORITHMS[name].split(":")
     return getattr(importlib.import_module(module), function)
 
 
-def run(cfg: DictConfig) -> Path:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    task = cfg.task  # its env is built once here: a bad env kwarg stops the run in seconds
+def check_envs(cfg: DictConfig) -> None:
+    """Build the task's env once, and once more with the RL training envs' kwargs where they
+    differ (``algo.reward_type``, ``algo.env_kwargs``): a bad env kwarg stops the run in seconds."""
+    task, algo = cfg.task, cfg.algo
     env_kwargs = OmegaConf.to_container(task.env_kwargs, resolve=True)
-    check_env_config(task.env_id, env_kwargs, cfg.env_modules, task.get("max_episode_steps"))
+    steps = task.get("max_episode_steps")
+    check_env_config(task.env_id, env_kwargs, cfg.env_modules, steps)
+    training = dict(env_kwargs)
+    if algo.get("reward_type") is not None:
+        training["reward_type"] = algo.reward_type
+    if "env_kwargs" in algo:
+        training.update(OmegaConf.to_container(algo.env_kwargs, resolve=True))
+    if training == env_kwargs:
+        return
+    try:
+        check_env_config(task.env_id, training, cfg.env_modules, steps, key="algo")
+    except EnvConfigError as error:  # chain-PPO's training reward is algo.reward_type
+        named = "algo.env_kwargs" if "env_kwargs" in algo else "algo"
+        raise EnvConfigError(str(error).replace("algo.env_kwargs", named, 1)) from None
+
+
+def run(cfg: DictConfig) -> Path:
+    validate(cfg)  # types, ranges, cross-field rules: one line naming the key, before any work
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_envs(cfg)
     ranks, device = init_distributed(cfg.device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -87,4 +108,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main("train.py", main)  # Hydra's own errors (a group typo, ...) as one line too

@@ -34,36 +34,23 @@ from hydra.utils import to_absolute_path  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from robopolicy.config import ConfigError, validate  # noqa: E402
+from robopolicy.config.errors import run_hydra_main  # noqa: E402
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env  # noqa: E402
+from robopolicy.utils.cli import run_reporting_errors  # noqa: E402
 from sim.experts import TeleopStyle, make_expert  # noqa: E402  (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode  # noqa: E402
-
-REQUIRED_TASK_KEYS = ("name", "env_id", "env_kwargs", "fps", "max_episode_steps", "dataset_path")
-
-
-class ConfigError(ValueError):
-    """A bad collect/task config; the message names the key, the value, and what was expected."""
 
 
 def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
     """Validate the config before any work starts; raise one ``ConfigError`` if it is wrong.
 
-    Returns the resolved task config, the teleop style, and the dataset's shape_meta (from an
-    env built here, which also proves the env kwargs are valid).
+    The schema's rules first (robopolicy/config/collect.py CollectConfig), then the task's env,
+    built here once. Returns the resolved task config, the teleop style, and the dataset's
+    shape_meta (from that env).
     """
+    validate(cfg)
     task = OmegaConf.to_container(cfg.task, resolve=True)
-    missing = [key for key in REQUIRED_TASK_KEYS if key not in task]
-    if missing:
-        raise ConfigError(f"task config {task.get('name', '?')!r} lacks key(s): {missing}")
-    if int(cfg.n_episodes) < 1 or int(cfg.n_workers) < 1 or int(cfg.write_every) < 1:
-        raise ConfigError(
-            f"n_episodes={cfg.n_episodes}, n_workers={cfg.n_workers} and "
-            f"write_every={cfg.write_every} must all be >= 1"
-        )
-    if float(cfg.injected_noise_std) < 0:
-        raise ConfigError(f"injected_noise_std={cfg.injected_noise_std} must be >= 0")
-    if cfg.dagger.checkpoint and not Path(to_absolute_path(cfg.dagger.checkpoint)).exists():
-        raise ConfigError(f"dagger.checkpoint={cfg.dagger.checkpoint!r}: no such file")
     try:  # the task's env, exactly as the dataset's env_spec will describe it
         env = make_checked_env(task["env_id"], task["env_kwargs"], (), task["max_episode_steps"])
     except EnvConfigError as error:
@@ -212,11 +199,8 @@ def open_to_append(out: Path, shape_meta: dict, env_spec: dict):
 
 @hydra.main(config_path="../conf", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        collect(cfg)
-    except ConfigError as error:
-        sys.exit(f"collect.py: bad config: {error}")
+    run_reporting_errors("collect.py", lambda: collect(cfg))
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main("collect.py", main)  # Hydra's own errors (a group typo, ...) as one line too

@@ -75,7 +75,8 @@ def load_hardware(name: str, task: dict, seed: int) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"--hardware {name}: no {path}; known: {known}")
-    hardware = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    with initialize_config_dir(config_dir=str(path.parent), version_base=None):
+        hardware = OmegaConf.to_container(compose(config_name=name), resolve=True)  # its schema too
     if hardware.get("_target_") == SIM_ROBOT:
         hardware.update(env_id=task["env_id"], env_kwargs=task["env_kwargs"], seed=seed)
     return hardware

@@ -63,10 +63,11 @@ def _train_base(run_dir: Path, policy: str, dataset: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bases(tmp_path_factory, pushcube_state_demos) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bases")
+def bases(tmp_path_factory, pushcube_state_demos_few) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bases")  # 4 BC steps on 10 episodes: 12 demos are plenty
     return {
-        kind: _train_base(root / kind, kind, pushcube_state_demos) for kind in ("diffusion", "flow")
+        kind: _train_base(root / kind, kind, pushcube_state_demos_few)
+        for kind in ("diffusion", "flow")
     }
 
 

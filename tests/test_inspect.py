@@ -114,4 +114,5 @@ def test_cli_bad_path_is_one_line_with_status_2(tmp_path, case):
     result = run_inspect(str(target))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: dataset {target}"), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"inspect.py: error: dataset {target}"), result.stderr

@@ -163,13 +163,14 @@ def test_in_memory_and_on_disk_and_plain_zarr_give_identical_samples(dataset):
 def test_fast_frame_path_equals_zarr_read(tmp_path, in_memory):
     meta = {"obs": {"rgb": {"shape": [12, 10, 3], "type": "rgb"}}, "action": {"shape": [1]}}
     frames = np.random.default_rng(0).integers(0, 256, (9, 12, 10, 3), dtype=np.uint8)
-    frames[4] = 0  # an all-zero frame: no chunk on disk, read back as the fill value
+    frames[4] = 0  # an all-zero frame, its chunk file removed below: read as the fill value
     frames[5, :6] = 0  # a mostly zero, well compressible frame
     with DatasetWriter.create(tmp_path / "img.zarr", meta, fps=10) as writer:
         writer.append_episode({"rgb": frames, "action": np.zeros((9, 1), np.float32)})
+    (tmp_path / "img.zarr/data/rgb/4.0.0.0").unlink()  # the writer stores every chunk; zarr
+    #   skips one equal to the fill value, so other writers' stores may lack it
     array = ReplayBuffer.open(tmp_path / "img.zarr", in_memory=in_memory).data["rgb"]
     assert (tmp_path / "img.zarr/data/rgb/3.0.0.0").exists()
-    assert not (tmp_path / "img.zarr/data/rgb/4.0.0.0").exists()
     reader = FrameReader(array)
     assert reader.is_fast
     for start, stop in [(0, 9), (3, 6), (4, 5), (8, 9)]:

@@ -34,6 +34,7 @@ from robopolicy.data.errors import DatasetError
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.data.sampler import SequenceSampler
 from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
+from robopolicy.data.verify import check_dataset
 from robopolicy.eval.evaluate import evaluate_policy, success_metrics
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.registry import build_policy, policy_state
@@ -147,6 +148,9 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
             cfg.task.dataset_path,
             f"no dataset here; make one with: python datasets/collect.py task={cfg.task.name}",
         )
+    # every low-dim chunk decoded and checked, image chunks for presence and size: one line
+    verified = check_dataset(cfg.task.dataset_path, images="presence")
+    print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)
     _report_coverage(dataset.sampler)
     buffer = dataset.sampler.replay_buffer

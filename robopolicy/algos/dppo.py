@@ -53,10 +53,6 @@ def train_dppo(
     algo = cfg.algo
     base = load_base_policy(cfg, device, DiffusionPolicy)
     num_steps, ft_steps = int(algo.denoising_steps), int(algo.ft_denoising_steps)
-    if not 1 <= ft_steps <= num_steps:
-        raise ValueError(
-            f"algo.ft_denoising_steps={ft_steps} must be in [1, algo.denoising_steps={num_steps}]"
-        )
     timesteps = inference_timesteps(base.num_train_timesteps, num_steps)
     policy = FinetunedDiffusionPolicy.from_pretrained(
         base,

@@ -169,7 +169,6 @@ def train_dsrl(
         raise ValueError("DSRL runs in one process; scale the rollouts with algo.n_envs instead")
     device = torch.device(device)
     algo = cfg.algo
-    _check_config(algo)
     seed_everything(cfg.seed)
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     steered, env_spec = _steered_policy(cfg, resume, device)
@@ -482,17 +481,3 @@ def _next_multiple(value: float, every: int) -> float:
     if not every:
         return float("inf")
     return (int(value) // every + 1) * every
-
-
-def _check_config(algo: DictConfig) -> None:
-    if algo.variant not in VARIANTS:
-        raise ValueError(f"algo.variant must be one of {VARIANTS}, got {algo.variant!r}")
-    positive = ("n_envs", "batch_size", "replay_capacity", "total_env_steps", "noise_bound")
-    for key in positive:
-        if not algo[key] > 0:
-            raise ValueError(f"algo.{key} must be positive, got {algo[key]}")
-    for key in ("utd_ratio", "na_distill_ratio", "warmup_env_steps", "eval_episodes"):
-        if algo[key] < 0:
-            raise ValueError(f"algo.{key} must be >= 0, got {algo[key]}")
-    if algo.eval_every_env_steps and algo.eval_episodes < 1:
-        raise ValueError("algo.eval_episodes must be >= 1 when algo.eval_every_env_steps is set")

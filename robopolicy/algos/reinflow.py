@@ -101,8 +101,6 @@ def train_reinflow(
     seed_everything(cfg.seed)  # the noise network's initial weights follow the run's seed
     policy = load_base_policy(cfg, device, FlowPolicy)
     num_steps = int(algo.denoising_steps)
-    if num_steps < 1:
-        raise ValueError(f"algo.denoising_steps must be >= 1, got {num_steps}")
     config = dict(policy.config, num_inference_steps=num_steps, solver="euler", noise_std=0.0)
     finetuned = FlowPolicy.from_config(config, copy.deepcopy(policy.normalizer))
     finetuned.load_state_dict(policy.state_dict())

@@ -9,7 +9,11 @@ raises one ``DatasetError`` that names the store, the key and what is wrong:
   every ``data/`` array (an append interrupted by a crash is tolerated: see ``writer.py``);
 - every key of ``shape_meta`` exists, with the per-step shape it declares and, for datasets in
   our format, the stored dtype (rgb uint8, low_dim and action float32);
-- per-episode arrays in ``meta/`` have one entry per episode.
+- per-episode arrays in ``meta/`` are 1-D and numeric, with one entry per episode;
+- the root attributes: ``fps`` a finite number > 0, ``env_spec`` an object whose ``id`` (if any)
+  is a string and ``kwargs`` (if any) an object (``attribute_problems``);
+- every metadata file parses (``integrity.check_layout``), and a chunk the reader decodes here
+  (``episode_ends``, per-episode arrays) that cannot be decoded is named.
 
 A store without our root attributes (e.g. a diffusion_policy dataset) opens too: its
 ``shape_meta`` is inferred from the arrays and dtypes are not enforced.
@@ -18,8 +22,10 @@ A store without our root attributes (e.g. a diffusion_policy dataset) opens too:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -27,6 +33,7 @@ from numcodecs.errors import UnknownCodecError
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.format import FORMAT_NAME, FORMAT_VERSION, PENDING_ATTR
+from robopolicy.data.integrity import check_layout
 from robopolicy.data.shape_meta import STORED_DTYPES, infer_shape_meta, validate_shape_meta
 from robopolicy.data.store import load_into_memory, open_read_store
 
@@ -48,12 +55,17 @@ class ReplayBuffer:
         )
         self.data: dict[str, zarr.Array] = {key: data[key] for key in sorted(data.array_keys())}
         self.shape_meta = self._shape_meta()
+        attribute_errors = attribute_problems(self.attrs, self.is_native)
+        if attribute_errors:
+            key, problem = attribute_errors[0]
+            raise DatasetError(path, problem, key)
         self._validate_arrays()
         self.episode_meta: dict[str, np.ndarray] = self._read_episode_meta()
 
     @classmethod
     def open(cls, path: str | os.PathLike, in_memory: bool = False) -> ReplayBuffer:
         path = Path(path)
+        check_layout(path)  # a damaged metadata file: one line naming it
         store = load_into_memory(path) if in_memory else open_read_store(path)
         try:
             root = zarr.open_group(store, mode="r")
@@ -104,6 +116,8 @@ class ReplayBuffer:
     def _shape_meta(self) -> dict:
         if not self.is_native:
             log.info("dataset %s has no robopolicy attrs; inferring shape_meta", self.path)
+            if "action" not in self.data:
+                raise DatasetError(self.path, f"missing (has {list(self.data)})", "data/action")
             return infer_shape_meta(self.data)
         version = self.attrs.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -162,8 +176,17 @@ class ReplayBuffer:
         for name in sorted(meta.array_keys()):
             if name == "episode_ends" or not name.startswith("episode_"):
                 continue
-            values = meta[name][:]
-            if values.shape[0] < self.n_episodes:
+            values = _read(self.path, f"meta/{name}", meta[name])
+            if values.ndim != 1 or values.dtype.kind not in "biuf":
+                raise DatasetError(
+                    self.path,
+                    f"shape {values.shape}, dtype {values.dtype}: expected one number per "
+                    "episode, a 1-D numeric array",
+                    f"meta/{name}",
+                )
+            if values.shape[0] < self.n_episodes or (
+                values.shape[0] != self.n_episodes and not self._pending
+            ):
                 raise DatasetError(
                     self.path,
                     f"has {values.shape[0]} entries for {self.n_episodes} episodes",
@@ -197,7 +220,7 @@ def _committed_extent(
     path: Path, root: zarr.Group, episode_ends: zarr.Array
 ) -> tuple[int, int, np.ndarray]:
     """(episodes, steps, episode_ends) committed; an interrupted append is left out."""
-    ends = episode_ends[:].astype(np.int64)
+    ends = _read(path, "meta/episode_ends", episode_ends).astype(np.int64)
     pending = root["meta"].attrs.get(PENDING_ATTR)
     if pending is not None:
         n_episodes = int(pending["n_episodes"])
@@ -224,3 +247,44 @@ def _committed_extent(
             f"meta.attrs.{PENDING_ATTR}",
         )
     return len(ends), n_steps, ends
+
+
+def _read(path: Path, key: str, array: zarr.Array) -> np.ndarray:
+    """All of a (small) array; a chunk that cannot be decoded is one ``DatasetError``."""
+    try:
+        return array[:]
+    except Exception as error:  # codecs raise RuntimeError, ValueError, ...; a zip BadZipFile
+        raise DatasetError(
+            path,
+            f"cannot be decoded ({type(error).__name__}: {error}); datasets/inspect.py --verify "
+            "names every damaged chunk",
+            key,
+        ) from None
+
+
+def attribute_problems(attrs: dict[str, Any], native: bool) -> list[tuple[str, str]]:
+    """(key, problem) for each root attribute that is malformed: ``fps`` (required for our
+    format) a finite number > 0; ``env_spec`` an object whose ``id`` is a string (or null) and
+    ``kwargs`` an object, each when present ({} records no environment)."""
+    problems = []
+    fps = attrs.get("fps")
+    if fps is None and native:
+        problems.append(("attrs.fps", "missing; expected the control rate in steps per second"))
+    elif fps is not None and not (
+        isinstance(fps, (int, float))
+        and not isinstance(fps, bool)
+        and math.isfinite(fps)
+        and fps > 0
+    ):
+        problems.append(("attrs.fps", f"{fps!r}: expected a finite number of steps per second > 0"))
+    if "env_spec" in attrs:
+        spec = attrs["env_spec"]
+        if not isinstance(spec, dict):
+            problems.append(("attrs.env_spec", f"{spec!r:.80}: expected an object {{id, kwargs}}"))
+        elif not isinstance(spec.get("id", ""), (str, type(None))):
+            problems.append(("attrs.env_spec.id", f"{spec['id']!r:.80}: expected a gymnasium id"))
+        elif not isinstance(spec.get("kwargs", {}), dict):
+            problems.append(
+                ("attrs.env_spec.kwargs", f"{spec['kwargs']!r:.80}: expected an object")
+            )
+    return problems

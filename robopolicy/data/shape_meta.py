@@ -15,6 +15,7 @@ command (its last value holds). The sampler pads windows past an episode's end w
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,13 @@ def _hold(hold: Any, action_shape: list[int], where: object) -> list[str]:
 
 def _shape(spec: Any, where: object, key: str) -> list[int]:
     shape = spec.get("shape") if hasattr(spec, "get") else None
-    if shape is None or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+    if (
+        not isinstance(shape, Sequence)
+        or isinstance(shape, str)
+        or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape
+        )
+    ):
         raise DatasetError(where, f"'shape' must be a list of positive ints, got {shape!r}", key)
     return [int(d) for d in shape]
 

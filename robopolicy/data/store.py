@@ -97,8 +97,12 @@ def load_into_memory(path: str | os.PathLike) -> MemoryStore:
     if path.is_file():
         with zipfile.ZipFile(path) as zf:
             for name in zf.namelist():
-                if not name.endswith("/"):
+                if name.endswith("/"):
+                    continue
+                try:
                     contents[name] = as_buffer(zf.read(name))
+                except zipfile.BadZipFile as error:  # a CRC-32 mismatch: the entry is damaged
+                    raise DatasetError(path, f"damaged zip entry ({error})", name) from None
     else:
         for file in path.rglob("*"):
             if file.is_file() and not file.name.endswith(".tmp"):

@@ -76,9 +76,9 @@ class DatasetWriter:
         self._zip_flush_every = zip_flush_every
         self._unflushed = 0
         self.shape_meta: dict = dict(group.attrs["shape_meta"])
-        self._episode_ends = group["meta/episode_ends"]
-        self.n_episodes = int(self._episode_ends.shape[0])
-        self.n_steps = int(self._episode_ends[-1]) if self.n_episodes else 0
+        episode_ends = group["meta/episode_ends"]
+        self.n_episodes = int(episode_ends.shape[0])
+        self.n_steps = int(episode_ends[-1]) if self.n_episodes else 0
         self._closed = False
 
     # ----------------------------------------------------------------------------- opening
@@ -184,22 +184,26 @@ class DatasetWriter:
         n_after = first_episode + len(episodes)
         data, meta = self._root["data"], self._root["meta"]
 
-        meta.attrs[PENDING_ATTR] = {"n_episodes": first_episode, "n_steps": start}
-        for key in checked[0]:
-            values = np.concatenate([arrays[key] for arrays in checked])
-            array = data[key] if key in data else self._create_step_array(data, key, values)
-            array.resize((end, *array.shape[1:]))
-            array[start:end] = values
-        self._episode_ends.resize((n_after,))
-        self._episode_ends[first_episode:n_after] = start + np.cumsum(lengths)
-        for name in metas[0]:
-            values = np.array([episode[name] for episode in metas])
-            array = self._episode_meta_array(meta, name, values[0])
-            array.resize((n_after,))
-            array[first_episode:n_after] = values
-        attrs = dict(meta.attrs)
-        del attrs[PENDING_ATTR]
-        meta.attrs.put(attrs)
+        # every chunk goes to disk, even one that is all fill value (zarr skips those by
+        # default): then a missing chunk file is always damage (see robopolicy.data.verify)
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            meta.attrs[PENDING_ATTR] = {"n_episodes": first_episode, "n_steps": start}
+            episode_ends = meta["episode_ends"]
+            for key in checked[0]:
+                values = np.concatenate([arrays[key] for arrays in checked])
+                array = data[key] if key in data else self._create_step_array(data, key, values)
+                array.resize((end, *array.shape[1:]))
+                array[start:end] = values
+            episode_ends.resize((n_after,))
+            episode_ends[first_episode:n_after] = start + np.cumsum(lengths)
+            for name in metas[0]:
+                values = np.array([episode[name] for episode in metas])
+                array = self._episode_meta_array(meta, name, values[0])
+                array.resize((n_after,))
+                array[first_episode:n_after] = values
+            attrs = dict(meta.attrs)
+            del attrs[PENDING_ATTR]
+            meta.attrs.put(attrs)
 
         self.n_episodes = n_after
         self.n_steps = end

@@ -41,7 +41,8 @@ def check_env_config(
 ) -> None:
     """Build the env ``gym.make(env_id, **env_kwargs)`` once and close it; raise one
     ``EnvConfigError`` if it cannot be built. ``key`` is the config node holding ``env_id`` and
-    ``env_kwargs`` (for the message, e.g. ``task.env_kwargs.obs_mode``)."""
+    ``env_kwargs`` (for the message, e.g. ``task.env_kwargs.obs_mode``; "" where they are
+    top-level keys, as in eval.py's config)."""
     make_checked_env(env_id, env_kwargs, env_modules, max_episode_steps, key).close()
 
 

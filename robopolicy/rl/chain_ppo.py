@@ -46,33 +46,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from robopolicy.config.chain_ppo import ChainPPOConfig  # the hyper-parameters and defaults
 from robopolicy.policies.base import BasePolicy, standard_normal
-
-
-@dataclass
-class ChainPPOConfig:
-    """Hyper-parameters (conf/algo/dppo.yaml documents each one and DPPO's published value)."""
-
-    gamma: float = 0.999
-    gae_lambda: float = 0.95
-    gamma_denoising: float = 0.99
-    min_sampling_std: float = 0.1
-    min_logprob_std: float = 0.1
-    noise_clip: float = 3.0
-    action_clip: float = 1.0
-    logprob_min: float = -5.0
-    logprob_max: float = 2.0
-    clip_base: float = 1e-3
-    clip_final: float = 1e-2
-    clip_rate: float = 3.0
-    update_epochs: int = 10
-    minibatch_size: int = 1000
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    bc_coef: float = 0.0
-    target_kl: float | None = 1.0
-    norm_adv: bool = True
-    max_grad_norm: float | None = 1.0
 
 
 class ChainActor(Protocol):
@@ -118,7 +93,10 @@ def step_log_prob(
     logprob_min: float,
     logprob_max: float,
 ) -> torch.Tensor:
-    """``(B,)``: mean over ``window`` of the clamped element-wise ``log N(x_next; mean, std^2)``."""
+    """``(B,)``: mean over ``window`` of the clamped element-wise ``log N(x_next; mean, std^2)``.
+
+    The one log-probability of a chain step: ``sample_chain`` (the old log-probabilities) and
+    the PPO update (the new ones) both call it with ``std`` floored at ``min_logprob_std``."""
     z = (x_next - mean) / std
     density = -0.5 * z**2 - std.log() - 0.5 * math.log(2 * math.pi)
     return density[:, window].clamp(logprob_min, logprob_max).mean(dim=(1, 2))
@@ -235,47 +213,28 @@ def ppo_update(
     generator: torch.Generator,
     train_actor: bool = True,
 ) -> dict[str, float]:
-    """``update_epochs`` passes of minibatches over all (env step, fine-tuned step) pairs."""
+    """``update_epochs`` passes of minibatches over all (env step, fine-tuned step) pairs, until
+    the approximate KL of a minibatch exceeds ``target_kl``; returns the mean metrics."""
     rows, ft_steps = rollout.log_prob.shape
-    first_tuned = actor.num_steps - ft_steps
-    clips = clip_schedule(ft_steps, cfg).to(rollout.cond.device)
-    discounts = denoising_discount(ft_steps, cfg.gamma_denoising).to(rollout.cond.device)
+    device = rollout.cond.device
+    schedule = _StepSchedule(
+        first_tuned=actor.num_steps - ft_steps,
+        clips=clip_schedule(ft_steps, cfg).to(device),
+        discounts=denoising_discount(ft_steps, cfg.gamma_denoising).to(device),
+    )
     actor_parameters = [p for group in actor_optimizer.param_groups for p in group["params"]]
     totals: dict[str, float] = {}
     minibatches = 0
     first_ratio_error = float("nan")
     stopped_early = False
     for _epoch in range(cfg.update_epochs):
-        order = torch.randperm(rows * ft_steps, generator=generator).to(rollout.cond.device)
+        order = torch.randperm(rows * ft_steps, generator=generator).to(device)
         for start in range(0, len(order), cfg.minibatch_size):
             pairs = order[start : start + cfg.minibatch_size]
             row, k = pairs // ft_steps, pairs % ft_steps
-            cond = rollout.cond[row]
-            values = critic(cond)
-            value_loss = 0.5 * ((values - rollout.returns[row]) ** 2).mean()
-            new_log_prob, entropy = _log_prob_and_entropy(
-                actor, rollout.chain[row], k, cond, first_tuned, window, cfg
+            loss, step_metrics, ratio_error = _minibatch_loss(
+                actor, critic, rollout, row, k, schedule, window, cfg, train_actor
             )
-            log_ratio = new_log_prob - rollout.log_prob[row, k]
-            ratio = log_ratio.exp()
-            advantages = rollout.advantages[row]
-            if cfg.norm_adv and len(advantages) > 1:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            advantages = advantages * discounts[k]
-            clip = clips[k]
-            policy_loss = torch.max(
-                -advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
-            ).mean()
-            loss = cfg.vf_coef * value_loss
-            bc_loss = torch.zeros(())
-            if train_actor:
-                loss = loss + policy_loss - cfg.ent_coef * entropy.mean()
-                if cfg.bc_coef > 0 and rollout.bc_chain is not None:
-                    bc_log_prob, _ = _log_prob_and_entropy(
-                        actor, rollout.bc_chain[row], k, cond, first_tuned, window, cfg
-                    )
-                    bc_loss = -bc_log_prob.mean()
-                    loss = loss + cfg.bc_coef * bc_loss
             actor_optimizer.zero_grad(set_to_none=True)
             critic_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -284,24 +243,12 @@ def ppo_update(
                     nn.utils.clip_grad_norm_(actor_parameters, cfg.max_grad_norm)
                 actor_optimizer.step()
             critic_optimizer.step()
-
-            with torch.no_grad():
-                approx_kl = ((ratio - 1) - log_ratio).mean().item()
-                if minibatches == 0:
-                    first_ratio_error = (ratio - 1).abs().max().item()
-                step_metrics = {
-                    "loss/policy": policy_loss.item(),
-                    "loss/value": value_loss.item(),
-                    "loss/bc": bc_loss.item(),
-                    "ppo/approx_kl": approx_kl,
-                    "ppo/clip_fraction": ((ratio - 1).abs() > clip).float().mean().item(),
-                    "ppo/ratio_mean": ratio.mean().item(),
-                    "ppo/entropy": entropy.mean().item(),
-                }
+            if minibatches == 0:
+                first_ratio_error = ratio_error
             for key, value in step_metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
             minibatches += 1
-            if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+            if cfg.target_kl is not None and step_metrics["ppo/approx_kl"] > cfg.target_kl:
                 stopped_early = True
                 break
         if stopped_early:
@@ -316,6 +263,68 @@ def ppo_update(
         }
     )
     return metrics
+
+
+@dataclass
+class _StepSchedule:
+    """Per fine-tuned denoising step: the ratio clip and the advantage discount."""
+
+    first_tuned: int  # index of the first fine-tuned step in the chain
+    clips: torch.Tensor  # (ft_steps,)
+    discounts: torch.Tensor  # (ft_steps,)
+
+
+def _minibatch_loss(
+    actor: ChainActor,
+    critic: nn.Module,
+    rollout: ChainRollout,
+    row: torch.Tensor,
+    k: torch.Tensor,
+    schedule: _StepSchedule,
+    window: slice,
+    cfg: ChainPPOConfig,
+    train_actor: bool,
+) -> tuple[torch.Tensor, dict[str, float], float]:
+    """The clipped PPO loss (with the value loss, and the entropy and BC terms where set) of the
+    pairs ``(row, k)``; its metrics; and the largest ``|ratio - 1|`` (0 before any update)."""
+    cond = rollout.cond[row]
+    values = critic(cond)
+    value_loss = 0.5 * ((values - rollout.returns[row]) ** 2).mean()
+    new_log_prob, entropy = _log_prob_and_entropy(
+        actor, rollout.chain[row], k, cond, schedule.first_tuned, window, cfg
+    )
+    log_ratio = new_log_prob - rollout.log_prob[row, k]
+    ratio = log_ratio.exp()
+    advantages = rollout.advantages[row]
+    if cfg.norm_adv and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    advantages = advantages * schedule.discounts[k]
+    clip = schedule.clips[k]
+    policy_loss = torch.max(
+        -advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
+    ).mean()
+    loss = cfg.vf_coef * value_loss
+    bc_loss = torch.zeros(())
+    if train_actor:
+        loss = loss + policy_loss - cfg.ent_coef * entropy.mean()
+        if cfg.bc_coef > 0 and rollout.bc_chain is not None:
+            bc_log_prob, _ = _log_prob_and_entropy(
+                actor, rollout.bc_chain[row], k, cond, schedule.first_tuned, window, cfg
+            )
+            bc_loss = -bc_log_prob.mean()
+            loss = loss + cfg.bc_coef * bc_loss
+    with torch.no_grad():
+        metrics = {
+            "loss/policy": policy_loss.item(),
+            "loss/value": value_loss.item(),
+            "loss/bc": bc_loss.item(),
+            "ppo/approx_kl": ((ratio - 1) - log_ratio).mean().item(),
+            "ppo/clip_fraction": ((ratio - 1).abs() > clip).float().mean().item(),
+            "ppo/ratio_mean": ratio.mean().item(),
+            "ppo/entropy": entropy.mean().item(),
+        }
+        ratio_error = (ratio - 1).abs().max().item()
+    return loss, metrics, ratio_error
 
 
 def _log_prob_and_entropy(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,24 +162,12 @@ def load_base_policy(cfg: DictConfig, device, expected: type[BasePolicy]) -> Bas
     return policy.eval()
 
 
-def ppo_config(algo: DictConfig) -> ChainPPOConfig:
-    """``algo.ppo`` as a ``ChainPPOConfig`` (one clear error for an unknown key)."""
-    values = OmegaConf.to_container(algo.ppo, resolve=True)
-    known = {f.name for f in fields(ChainPPOConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"algo.ppo has unknown keys {unknown}; expected some of {sorted(known)}")
-    return ChainPPOConfig(**values)
-
-
 def actor_learning_rate(algo: DictConfig, iteration: int) -> float:
     """The actor's rate at ``iteration``: ``actor_lr`` until the critic warm-up ends, then a
     cosine decay to ``actor_lr_final`` at ``n_iterations`` (constant when that is null)."""
     peak, final = float(algo.actor_lr), algo.get("actor_lr_final")
     if final is None:
         return peak
-    if isinstance(final, bool) or not isinstance(final, (int, float)) or final < 0:
-        raise ValueError(f"algo.actor_lr_final={final!r} must be a rate >= 0, or null")
     start, end = int(algo.n_critic_warmup_itr), int(algo.n_iterations)
     progress = min(max((iteration - start) / max(end - start, 1), 0.0), 1.0)
     return float(final) + (peak - float(final)) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -199,7 +187,7 @@ def _build_learner(
     trainable = [p for p in policy.parameters() if p.requires_grad]
     for module in extra_modules.values():
         trainable += list(module.parameters())
-    ppo = ppo_config(algo)
+    ppo = OmegaConf.to_object(algo.ppo)  # a ChainPPOConfig (robopolicy/config/chain_ppo.py)
     return ChainPPOLearner(
         actor=actor,
         pretrained=pretrained,
