@@ -49,7 +49,7 @@ from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
 from robopolicy.training.rng import seed_everything
 from robopolicy.training.run_logger import RunLogger
-from robopolicy.training.run_state import RunState, StateOf
+from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
 
 
@@ -186,14 +186,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
             "loader": loader,
             "topk": topk,
         },
-        facts={
-            "env_spec": {
-                "id": cfg.task.env_id,
-                "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-            },
-            "dataset": str(buffer.path),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
+        facts={**run_facts(cfg), "dataset": str(buffer.path)},
     )
     return BCRun(
         policy=policy,

@@ -70,7 +70,7 @@ from robopolicy.training.checkpoint import CheckpointError, load_checkpoint
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
 from robopolicy.training.rng import seed_everything
 from robopolicy.training.run_logger import RunLogger
-from robopolicy.training.run_state import Counters, RunState, StateOf
+from robopolicy.training.run_state import Counters, RunState, StateOf, run_facts
 from robopolicy.utils.seeds import training_reset_seeds
 
 VARIANTS = ("dsrl", "na")
@@ -439,11 +439,7 @@ def _steered_policy(
         log_std_max=algo.log_std_max,
     )
     steered = SteeredPolicy(base, actor, kind, sampler_options, latent_steps).to(device)
-    env_spec = base_checkpoint.get("env_spec") or {
-        "id": cfg.task.env_id,
-        "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-    }
-    return steered, env_spec
+    return steered, base_checkpoint.get("env_spec") or run_facts(cfg)["env_spec"]
 
 
 def _replay_fields(steered: SteeredPolicy) -> dict:

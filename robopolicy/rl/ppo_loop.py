@@ -62,7 +62,7 @@ from robopolicy.rl.reward_scaling import RunningRewardScaler
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
 from robopolicy.training.rng import seed_everything
 from robopolicy.training.run_logger import RunLogger
-from robopolicy.training.run_state import Counters, RunState, StateOf
+from robopolicy.training.run_state import Counters, RunState, StateOf, run_facts
 from robopolicy.utils.seeds import training_reset_seeds
 
 
@@ -228,14 +228,7 @@ def _run_state(
             "generator": StateOf(learner.generator.get_state, learner.generator.set_state),
             "counters": counters,
         },
-        facts={
-            "env_spec": {
-                "id": cfg.task.env_id,
-                "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
-            },
-            "base_checkpoint": str(cfg.checkpoint),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
+        facts={**run_facts(cfg), "base_checkpoint": str(cfg.checkpoint)},
     )
 
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from omegaconf import DictConfig, OmegaConf
+
 from robopolicy.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -65,6 +67,18 @@ class Counters(dict):
 
     def load_state_dict(self, state: dict) -> None:
         self.update({key: state[key] for key in self if key in state})
+
+
+def run_facts(cfg: DictConfig) -> dict[str, Any]:
+    """The facts every training checkpoint of a train.py run holds: the env spec to evaluate it
+    in (the task's env id and kwargs) and the resolved config."""
+    return {
+        "env_spec": {
+            "id": cfg.task.env_id,
+            "kwargs": OmegaConf.to_container(cfg.task.env_kwargs, resolve=True),
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
 
 
 class RunState:
