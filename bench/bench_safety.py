@@ -3,18 +3,20 @@
     MUJOCO_GL=egl .venv/bin/python bench/bench_safety.py            # ~1 minute here
     MUJOCO_GL=egl .venv/bin/python bench/bench_safety.py --quick    # smoke test, writes nothing
 
-The commands are tests/test_safety_fuzz.py's (its ``fuzz`` loop, seed 1): random and
-adversarial commands (NaN/inf, stale, astronomically large, out of the box through the
-kinematics) to a recording arm that jumps to each forwarded target, under a fake clock, through
-a ``SafetyLayer`` with the Panda's MuJoCo forward kinematics. That test checks that none leaves
-the limits; this program measures the time (it used to be a CPU-time assertion in the test).
+The commands are bench/safety_fuzz.py's (its ``fuzz_arm`` loop for the sim Panda, seed 1):
+random and adversarial commands of every type (joint, pose, gripper; NaN/inf, odd dtypes and
+shapes, stale, astronomically large, out of the box through the kinematics) to a recording arm
+that jumps to each forwarded target, under a fake clock, through a ``SafetyLayer`` with the
+Panda's MuJoCo forward kinematics, every forwarded command checked against the limits. That
+program and tests/test_safety_fuzz.py check that none leaves the limits; this one measures the
+time (it used to be a CPU-time assertion in the test).
 
 Figures, in microseconds per command (wall: best of ``--rounds``; CPU: this process, summed):
 
-* ``fuzz_loop``: the whole loop, the layer included;
-* ``drawing_commands`` (reference): the same number of commands drawn with the same generator
-  and no layer, so ``layer = fuzz_loop - drawing_commands`` is what the layer adds (with the
-  recording arm's own share: a list append and, for a joint target, one kinematics call);
+* ``fuzz_loop``: the whole loop, the layer and the checks included;
+* ``drawing_commands`` (reference): the same number of commands drawn and built with the same
+  generator and no layer, so ``layer = fuzz_loop - drawing_commands`` is what the layer adds
+  (with the checks' share: for a joint target, one more kinematics call);
 * ``forward_kinematics`` (reference): one call of the kinematics the layer uses;
 * ``env_step`` (reference): one ``PushCube`` control step (state only), what the sim spends on
   a 10 ms control period.
@@ -38,14 +40,14 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
-from test_safety_fuzz import fuzz, make_limits, random_command  # noqa: E402
+from safety_fuzz import KINDS, build, draw, fuzz_arm, make_arms  # noqa: E402
 
 import sim  # noqa: E402
-from hardware.kinematics import sim_arm_kinematics  # noqa: E402
+from hardware.interfaces import ArmState  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "safety.json"
 CONTROL_PERIOD_US = 10_000.0
@@ -62,6 +64,50 @@ def timed(work, rounds: int) -> tuple[float, float]:
     return min(walls), (time.process_time() - cpu_started) / rounds
 
 
+def workloads(n: int, quick: bool, outcome: dict) -> list[tuple[str, object, int]]:
+    """``(name, work, calls)`` of the loop and its references (module doc); the loop's result
+    goes into ``outcome``."""
+    arm = make_arms(["panda"])["panda"]
+    home, fk = arm.home, arm.fk
+    state = ArmState(home, np.zeros(len(home)), fk(home), arm.home_quat, 0.0)  # the loop's start
+
+    def drawing() -> None:
+        rng = np.random.default_rng(1)
+        for i in range(n):
+            rng.random(4)  # the loop's watchdog/disturb/e-stop draws
+            kind = KINDS[rng.integers(len(KINDS))]
+            values, when = draw(rng, kind, state, 1000.0 + 0.01 * i, arm)
+            build(kind, values, when, raw=rng.random() < 0.2)
+
+    def loop() -> None:
+        outcome.update(fuzz_arm(arm, n))
+
+    joints = home + np.random.default_rng(0).normal(scale=0.3, size=(1000, 7))
+    n_fk = 1000 * (2 if quick else 20)
+
+    def kinematics() -> None:
+        for i in range(n_fk):
+            fk(joints[i % 1000])
+
+    step_env = gym.make(sim.PUSH_CUBE_ID, obs_mode="state")
+    step_env.reset(seed=0)
+    step_env.action_space.seed(0)
+    n_steps = 200 if quick else 2000
+
+    def steps() -> None:
+        for _ in range(n_steps):
+            *_, terminated, truncated, _ = step_env.step(step_env.action_space.sample())
+            if terminated or truncated:
+                step_env.reset()
+
+    return [
+        ("fuzz_loop", loop, n),
+        ("drawing_commands", drawing, n),
+        ("forward_kinematics", kinematics, n_fk),
+        ("env_step", steps, n_steps),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer commands (a smoke test)")
@@ -73,51 +119,8 @@ def main() -> None:
     logging.getLogger("hardware.safety").setLevel(logging.ERROR)  # as the test does
     load_at_start = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
-
-    env = gym.make(sim.PUSH_CUBE_ID, obs_mode="state").unwrapped
-    env.reset(seed=0)
-    limits = make_limits(env)
-    fk = sim_arm_kinematics(env.model, "panda")
-    home = np.asarray(env.arm.home_qpos)
-    state = fuzz(env, 1)[0].state  # the arm at home, as the loop's first command sees it
-
-    def draw() -> None:
-        rng = np.random.default_rng(1)
-        for i in range(n):
-            rng.random(4)  # the loop's watchdog/disturb/e-stop draws
-            random_command(rng, state, 1000.0 + 0.01 * i, limits)
-
-    forwarded = {}
-
-    def loop() -> None:
-        _, layer, _ = fuzz(env, n)
-        forwarded.update(forwarded=layer.forwarded, counts=dict(layer.counts))
-
-    joints = home + np.random.default_rng(0).normal(scale=0.3, size=(1000, 7))
-    n_fk = 1000 * (2 if args.quick else 20)
-
-    def kinematics() -> None:
-        for i in range(n_fk):
-            fk(joints[i % 1000])
-
-    step_env = gym.make(sim.PUSH_CUBE_ID, obs_mode="state")
-    step_env.reset(seed=0)
-    step_env.action_space.seed(0)
-    n_steps = 200 if args.quick else 2000
-
-    def steps() -> None:
-        for _ in range(n_steps):
-            *_, terminated, truncated, _ = step_env.step(step_env.action_space.sample())
-            if terminated or truncated:
-                step_env.reset()
-
-    figures = {}
-    for name, work, count in (
-        ("fuzz_loop", loop, n),
-        ("drawing_commands", draw, n),
-        ("forward_kinematics", kinematics, n_fk),
-        ("env_step", steps, n_steps),
-    ):
+    figures, forwarded = {}, {}
+    for name, work, count in workloads(n, args.quick, forwarded):
         wall, cpu = timed(work, rounds)
         figures[name] = {
             "count": count,

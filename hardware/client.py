@@ -122,13 +122,24 @@ class RemoteArm(Arm):
             self.connection.local(state["timestamp"]),
         )
 
-    def send_command(self, command: ArmCommand) -> None:
+    def send_command(self, command: ArmCommand) -> ArmCommand | None:
+        """Send ``command``; returns what the server's safety layer forwarded to the arm (its
+        target time on this host's clock), None when it forwarded nothing."""
         target_time = self.connection.remote(command.target_time)
         if command.is_joint:
             fields = {"joint_positions": command.joint_positions}
         else:
             fields = {"ee_position": command.ee_position, "ee_quat": command.ee_quat}
-        self.connection.call("arm.send_command", self.name, target_time=target_time, **fields)
+        reply = self.connection.call(
+            "arm.send_command", self.name, target_time=target_time, **fields
+        )
+        sent = reply["sent"]
+        if sent is None:
+            return None
+        target_time = self.connection.local(sent["target_time"])
+        if "joint_positions" in sent:
+            return ArmCommand.joints(sent["joint_positions"], target_time)
+        return ArmCommand.pose(sent["ee_position"], sent["ee_quat"], target_time)
 
     def hold(self) -> None:
         self.connection.call("arm.hold", self.name)
@@ -173,12 +184,16 @@ class RemoteGripper(Gripper):
             state["joint_positions"],
         )
 
-    def send_command(self, command: GripperCommand) -> None:
+    def send_command(self, command: GripperCommand) -> GripperCommand | None:
+        """Send ``command``; returns what reached the server's gripper (None: nothing)."""
         target_time = self.connection.remote(command.target_time)
         opening = float(command.opening)
-        self.connection.call(
+        sent = self.connection.call(
             "gripper.send_command", self.name, opening=opening, target_time=target_time
-        )
+        )["sent"]
+        if sent is None:
+            return None
+        return GripperCommand(sent["opening"], self.connection.local(sent["target_time"]))
 
     def close(self) -> None:
         """Nothing to release here (the connection closes with the task proxy)."""

@@ -42,10 +42,18 @@ al. 2023), and the policy is queried every tick by default.
 
 **Latency** (``hardware.latency``): observation age at inference start, inference time, command
 lateness (send time minus slot), loop jitter (each phase's wake-up minus its scheduled time).
+
+**What was sent.** ``robot_io.act`` returns what reached the robot (``hardware.robot_io.
+SentAction``: the arm's safety layer may clamp a command, or forward none). Each is logged
+(logger ``hardware.deploy``: DEBUG, INFO when the arm got nothing), counted in
+``EpisodeResult.actions_not_forwarded`` and, when recording, kept beside the policy's action
+in each frame: ``sent_command`` (the forwarded arm target and gripper opening, float64) and
+``sent_forwarded`` (False where the arm got nothing and ``sent_command``'s arm part is zeros).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
@@ -57,9 +65,11 @@ import numpy as np
 import torch
 
 from hardware.latency import LatencyStats
+from hardware.robot_io import SentAction
 from robopolicy.eval.rollout import ObservationHistory
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
+logger = logging.getLogger(__name__)
 
 
 class ChunkScheduler:
@@ -218,6 +228,8 @@ class EpisodeResult:
     stale_actions: int  # actions dropped because their slot had passed when they arrived
     latency: LatencyStats
     frames: list[dict[str, np.ndarray]] = field(default_factory=list)  # obs + "action" per send
+    #   (+ "sent_command", "sent_forwarded": what reached the robot; see the module doc)
+    actions_not_forwarded: int = 0  # actions sent whose arm command the safety layer withheld
 
 
 class DeployRuntime:
@@ -279,7 +291,7 @@ class DeployRuntime:
         latency = LatencyStats()
         history = ObservationHistory(self.n_obs_steps)
         frames: list[dict[str, np.ndarray]] = []
-        sent = missed = ticks = 0
+        sent = missed = ticks = withheld = 0
         success = False
         start = time.monotonic()
         while ticks < max_ticks:
@@ -307,11 +319,12 @@ class DeployRuntime:
                 missed += 1
                 continue
             action, slot = due
-            self.robot_io.act(action, slot + self.period)
+            outcome = self.robot_io.act(action, slot + self.period)
             latency.record("lateness", time.monotonic() - slot)
             sent += 1
+            withheld += _log_sent(ticks, action, outcome)
             if record:
-                frames.append({**obs, "action": action.astype(np.float32)})
+                frames.append({**obs, "action": action.astype(np.float32), **_sent_keys(outcome)})
         if not success:
             _sleep_until(start + ticks * self.period)
             success = is_success is not None and bool(is_success())
@@ -323,6 +336,7 @@ class DeployRuntime:
             stale_actions=self.scheduler.stale,
             latency=latency,
             frames=frames,
+            actions_not_forwarded=withheld,
         )
 
     def close(self) -> None:
@@ -339,6 +353,25 @@ class DeployRuntime:
             first_slot = result.capture_time + self.act_delay
             chunk = result.action_pred[self.n_obs_steps - 1 :]
             self.scheduler.add(chunk, first_slot, time.monotonic())
+
+
+def _log_sent(tick: int, action: np.ndarray, outcome: object) -> int:
+    """Log what reached the robot for ``action``; 1 if the arm got nothing, else 0."""
+    if not isinstance(outcome, SentAction):  # an IO that does not report what it sent
+        return 0
+    if not outcome.arm_forwarded:
+        logger.info("tick %d: the arm's safety layer forwarded nothing for %s", tick, action)
+        return 1
+    logger.debug("tick %d: action %s sent as %s", tick, action, outcome.vector())
+    return 0
+
+
+def _sent_keys(outcome: object) -> dict[str, np.ndarray]:
+    """The recorded frame's ``sent_command`` and ``sent_forwarded`` (none for an IO that does not
+    report what it sent)."""
+    if not isinstance(outcome, SentAction):
+        return {}
+    return {"sent_command": outcome.vector(), "sent_forwarded": np.bool_(outcome.arm_forwarded)}
 
 
 def _sleep_until(when: float) -> float:

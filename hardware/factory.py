@@ -8,9 +8,14 @@ arm can be reached except through a safety layer:
 
 * an arm the builder already wrapped (the sim robot wraps its own, with its forward kinematics)
   is kept as it is, and the config may not give it other limits;
-* every other arm is wrapped in ``SafetyLayer(arm, SafetyLimits(**cfg.safety[name]))``, whose
-  watchdog thread is started; an arm with no limits in ``cfg.safety`` is an error (the robot is
-  closed first), so a config cannot forget them.
+* every other arm is wrapped in ``SafetyLayer(arm, SafetyLimits(**cfg.safety[name]),
+  forward_kinematics=arm.forward_kinematics)``, whose watchdog thread is started, so its joint
+  commands are bounded by the workspace box as its pose commands are. An arm with no limits in
+  ``cfg.safety`` or without ``forward_kinematics`` is an error (the robot is closed first), and
+  so is one whose kinematics put the hand more than ``KINEMATICS_TOLERANCE`` from where the arm
+  measures it (a wrong model or tool offset would make the box mean another point);
+* every gripper not yet guarded is wrapped in a ``GripperGuard`` (opening clamped into [0, 1],
+  NaN rejected).
 
 ``assemble_robot`` builds devices in order (arms, grippers, cameras, sensors) and closes the
 ones already open when a later one fails, so a camera with a wrong serial does not leave an arm
@@ -22,14 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hardware.interfaces import Device, Robot
-from hardware.safety import SafetyLayer, SafetyLimits
+from hardware.interfaces import Arm, Device, Robot
+from hardware.safety import GripperGuard, SafetyLayer, SafetyLimits
 
 GROUPS = ("arms", "grippers", "cameras", "sensors")
+KINEMATICS_TOLERANCE = 0.01  # m between the hand by forward kinematics and as the arm measures it
 
 
 def _build(spec: object, where: str) -> Device:
@@ -88,6 +95,9 @@ def make_robot(cfg: Mapping | DictConfig) -> Robot:
         )
     try:
         _guard_arms(robot, safety)
+        for name, gripper in robot.grippers.items():
+            if not isinstance(gripper, GripperGuard):
+                robot.grippers[name] = GripperGuard(gripper)
     except BaseException:
         robot.close()
         raise
@@ -118,6 +128,25 @@ def _guard_arms(robot: Robot, safety: dict) -> None:
             limits = SafetyLimits(**safety[name])
         except TypeError as error:
             raise ValueError(f"hardware.safety.{name}: {error}") from error
-        layer = SafetyLayer(arm, limits)
+        layer = SafetyLayer(arm, limits, forward_kinematics=_checked_kinematics(name, arm))
         layer.start()
         robot.arms[name] = layer
+
+
+def _checked_kinematics(name: str, arm: Arm):
+    """``arm.forward_kinematics``, once it agrees with the hand position the arm measures."""
+    kinematics = getattr(arm, "forward_kinematics", None)
+    if kinematics is None:
+        raise ValueError(
+            f"arm {name!r} ({type(arm).__name__}) has no forward_kinematics: its joint commands "
+            "could not be kept in the workspace box"
+        )
+    state = arm.read_state()
+    gap = float(np.linalg.norm(kinematics(state.joint_positions) - state.ee_position))
+    if not gap <= KINEMATICS_TOLERANCE:
+        raise ValueError(
+            f"arm {name!r}: its forward kinematics put the hand {gap * 1000:.0f} mm from where "
+            f"the arm measures it (tolerance {KINEMATICS_TOLERANCE * 1000:.0f} mm); check the "
+            "arm's model and tool offset (the TCP set on the controller)"
+        )
+    return kinematics

@@ -19,18 +19,28 @@ switch types while moving), which decelerates to rest; ``stop()`` stops every mo
 the next command first runs franky's automatic error recovery.
 
 State. ``read_state`` returns franky's latest ``RobotState`` (measured ``q``, ``dq``, the
-flange-to-end-effector pose ``O_T_EE``), stamped with the robot's own clock (``state.time``,
-milliseconds since it started) mapped onto ``time.monotonic`` by ``DeviceClockMap``.
+end-effector pose in the base frame ``O_T_EE``), stamped with the robot's own clock
+(``state.time``, milliseconds since it started) mapped onto ``time.monotonic`` by
+``DeviceClockMap``.
+
+Kinematics. ``forward_kinematics(joints)`` is the end-effector position ``O_T_EE`` would report
+at those joints: Franka's Denavit-Hartenberg kinematics (``hardware.kinematics``; Panda and FR3
+share them) with ``ee_offset``, the translation of the flange-to-end-effector transform
+``F_T_EE`` set in Desk (the Franka Hand's 0.1034 m by default). ``hardware.factory`` gives it to
+the arm's safety layer, so joint commands stay in the workspace box too, after checking it
+against the pose the arm measures.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from hardware.interfaces import Arm, ArmCommand, ArmState
+from hardware.kinematics import FRANKA_HAND_OFFSET, franka_kinematics
 from hardware.realsense import DeviceClockMap
 from hardware.ur_rtde_arm import check_reachable
 
@@ -53,7 +63,8 @@ class FrankaArm(Arm):
     """A Franka arm at ``ip`` (the FCI address); see the module doc. ``dynamics_factor`` in
     (0, 1] scales the robot's velocity, acceleration and jerk limits; ``realtime``: enforce a
     real-time kernel (franky refuses to connect without one). ``connect_timeout``: seconds to
-    wait for the FCI port."""
+    wait for the FCI port. ``ee_offset``: m, the end effector in the flange frame (module
+    doc)."""
 
     def __init__(
         self,
@@ -61,7 +72,9 @@ class FrankaArm(Arm):
         dynamics_factor: float = 0.2,
         realtime: bool = True,
         connect_timeout: float = 2.0,
+        ee_offset: Sequence[float] = FRANKA_HAND_OFFSET,
     ) -> None:
+        self._kinematics = franka_kinematics(ee_offset)
         if not 0 < dynamics_factor <= 1:
             raise ValueError(f"FrankaArm dynamics_factor must be in (0, 1]; got {dynamics_factor}")
         franky = self._franky = import_franky()
@@ -97,6 +110,10 @@ class FrankaArm(Arm):
             ee_quat=np.array([w, x, y, z]),
             timestamp=timestamp,
         )
+
+    def forward_kinematics(self, joints: np.ndarray) -> np.ndarray:
+        """The end-effector position (base frame) at ``joints`` (module doc)."""
+        return self._kinematics(joints)
 
     def send_command(self, command: ArmCommand) -> None:
         """Start a motion reaching ``command``'s target at its target time (module doc)."""

@@ -26,17 +26,42 @@ the interfaces themselves check shapes, not limits.
 from __future__ import annotations
 
 import abc
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
 
-def _vector(name: str, value: object, size: int | None = None) -> np.ndarray:
-    """A float64 copy of ``value`` as a vector of ``size`` entries (None: any), else ValueError."""
-    array = np.array(value, dtype=np.float64)
+def real_number(name: str, value: object) -> float:
+    """``value`` as a float if it is a real number (not a bool, string or array), else
+    ValueError. NaN and inf pass, as in ``real_vector``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} is a {type(value).__name__}, not a real number")
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError):
+        raise ValueError(f"{name} does not fit a float64") from None
+
+
+def real_vector(name: str, value: object, size: int | None = None) -> np.ndarray:
+    """A float64 copy of ``value`` as a vector of ``size`` entries (None: any), else ValueError.
+
+    Real numbers only: integer or floating dtypes (an object array only if it holds such
+    numbers), not bools, complex numbers (whose imaginary part a cast would drop), strings or
+    None. NaN and inf pass: a measured state may hold them (the safety layer rejects commands
+    that do)."""
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind == "O":  # numbers held as Python objects: look at what they are
+            array = np.asarray(array.tolist())
+    except Exception as error:  # ragged lists, objects whose __array__ fails: not numbers
+        raise ValueError(f"{name} is not an array of numbers ({type(error).__name__})") from None
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} has dtype {array.dtype}, not real numbers")
     if array.ndim != 1 or (size is not None and array.shape[0] != size):
         raise ValueError(f"{name} has shape {array.shape}; expected ({size or 'n'},)")
-    return array
+    with np.errstate(over="ignore"):  # a float128 beyond float64's range becomes inf
+        return array.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -55,15 +80,15 @@ class ArmState:
     timestamp: float
 
     def __post_init__(self) -> None:
-        positions = _vector("joint_positions", self.joint_positions)
+        positions = real_vector("joint_positions", self.joint_positions)
         object.__setattr__(self, "joint_positions", positions)
         object.__setattr__(
             self,
             "joint_velocities",
-            _vector("joint_velocities", self.joint_velocities, positions.shape[0]),
+            real_vector("joint_velocities", self.joint_velocities, positions.shape[0]),
         )
-        object.__setattr__(self, "ee_position", _vector("ee_position", self.ee_position, 3))
-        object.__setattr__(self, "ee_quat", _vector("ee_quat", self.ee_quat, 4))
+        object.__setattr__(self, "ee_position", real_vector("ee_position", self.ee_position, 3))
+        object.__setattr__(self, "ee_quat", real_vector("ee_quat", self.ee_quat, 4))
 
 
 @dataclass(frozen=True)
@@ -84,13 +109,13 @@ class ArmCommand:
             raise ValueError(
                 "an ArmCommand needs either joint_positions or both ee_position and ee_quat"
             )
-        object.__setattr__(self, "target_time", float(self.target_time))
+        object.__setattr__(self, "target_time", real_number("target_time", self.target_time))
         if has_joints:
-            joints = _vector("joint_positions", self.joint_positions)
+            joints = real_vector("joint_positions", self.joint_positions)
             object.__setattr__(self, "joint_positions", joints)
         else:
-            object.__setattr__(self, "ee_position", _vector("ee_position", self.ee_position, 3))
-            object.__setattr__(self, "ee_quat", _vector("ee_quat", self.ee_quat, 4))
+            object.__setattr__(self, "ee_position", real_vector("ee_position", self.ee_position, 3))
+            object.__setattr__(self, "ee_quat", real_vector("ee_quat", self.ee_quat, 4))
 
     @classmethod
     def joints(cls, positions: np.ndarray, target_time: float) -> ArmCommand:
@@ -120,7 +145,7 @@ class GripperState:
 
     def __post_init__(self) -> None:
         if self.joint_positions is not None:
-            joints = _vector("joint_positions", self.joint_positions)
+            joints = real_vector("joint_positions", self.joint_positions)
             object.__setattr__(self, "joint_positions", joints)
 
 
@@ -133,6 +158,10 @@ class GripperCommand:
 
     opening: float
     target_time: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "opening", real_number("opening", self.opening))
+        object.__setattr__(self, "target_time", real_number("target_time", self.target_time))
 
 
 @dataclass(frozen=True)
@@ -185,10 +214,12 @@ class Arm(Device):
         """The latest measured state."""
 
     @abc.abstractmethod
-    def send_command(self, command: ArmCommand) -> None:
+    def send_command(self, command: ArmCommand) -> ArmCommand | None:
         """Start moving towards ``command``'s target so as to arrive at its ``target_time``
         (interpolating from the current state, not sooner: the safety layer's velocity limits
-        assume it). Returns at once; the newest command replaces any earlier one."""
+        assume it). Returns at once; the newest command replaces any earlier one. A
+        ``SafetyLayer`` (and a served arm's proxy) returns the command it actually forwarded,
+        None when it forwarded none; a driver, which forwards what it gets, returns None."""
 
     @abc.abstractmethod
     def hold(self) -> None:
@@ -208,8 +239,10 @@ class Gripper(Device):
         """The latest measured state."""
 
     @abc.abstractmethod
-    def send_command(self, command: GripperCommand) -> None:
-        """Start moving towards ``command.opening``; returns at once."""
+    def send_command(self, command: GripperCommand) -> GripperCommand | None:
+        """Start moving towards ``command.opening``; returns at once. A
+        ``hardware.safety.GripperGuard`` (and a served gripper's proxy) returns the command it
+        forwarded (None: none); a driver returns None."""
 
 
 class Camera(Device):
@@ -229,7 +262,7 @@ class SensorReading:
     timestamp: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "values", _vector("values", self.values))
+        object.__setattr__(self, "values", real_vector("values", self.values))
         object.__setattr__(self, "timestamp", float(self.timestamp))
 
 

@@ -6,6 +6,12 @@ the *measured* state and return the nearest target within the limits (or None wh
 the reasons for any change. They hold no state: ``hardware.safety.SafetyLayer`` calls them on
 every command, and the tests call them directly. The rules they apply are in
 ``hardware.safety``'s module docstring.
+
+Quaternions are normalised by ``unit_quaternion``, which divides by the largest absolute
+component before taking the norm: ``[1e300, 1e300, 0, 0]`` has a norm that overflows to inf
+(dividing by it gave ``[0, 0, 0, 0]``) and ``[1e-200, 0, 0, 0]`` one that underflows to 0; scaled
+first, the norm is in [1, 2] and the result is a unit quaternion or None (zero, near zero, or not
+finite).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 from hardware.interfaces import ArmState
 
 ROUNDING_MARGIN = 1e-9  # relative shrink of step/velocity/acceleration radii (see hardware.safety)
+MIN_QUAT_NORM = 1e-6  # a quaternion shorter than this is taken as zero: its direction is noise
 
 
 def _limit_array(name: str, value: object, size: int | None, positive: bool = False) -> np.ndarray:
@@ -50,7 +57,8 @@ class SafetyLimits:
     Per-joint fields accept one value for all joints. Times: ``control_period`` is how often
     commands are sent and the watchdog ticks; ``watchdog_timeout`` how long without a valid
     command before holding; ``stop_after`` how long to hold before stopping; ``stale_tolerance``
-    how late a command's target time may be.
+    how late a command's target time may be; ``max_target_lead`` how far ahead it may be (a
+    later one is brought forward to it, and its step bounded accordingly).
     """
 
     workspace_low: np.ndarray  # (3,) end-effector box, base frame
@@ -66,6 +74,7 @@ class SafetyLimits:
     watchdog_timeout: float = 0.25
     stop_after: float = 1.0
     stale_tolerance: float = 0.05
+    max_target_lead: float = 10.0
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -94,6 +103,8 @@ class SafetyLimits:
         )
         for name in ("stop_after", "stale_tolerance"):
             put(name, _limit_scalar(name, getattr(self, name), 0.0, strict=False))
+        lead = _limit_scalar("max_target_lead", self.max_target_lead, self.control_period, False)
+        put("max_target_lead", lead)
 
 
 def limit_joints(
@@ -113,18 +124,19 @@ def limit_joints(
     coast = measured + velocity * dt
     safe = np.clip(np.clip(target, coast - accel, coast + accel), low, high)
     reasons = []
-    for j in np.flatnonzero(safe != target):
-        asked, moved = target[j] - measured[j], safe[j] - measured[j]
-        if safe[j] in (limits.joint_low[j], limits.joint_high[j]):
-            what, was, now, unit = "position", target[j], safe[j], "rad"
-        elif safe[j] in (low[j], high[j]) and velocity_bound[j]:
-            what, was, now, unit = "velocity", asked / dt, moved / dt, "rad/s"
-        elif safe[j] in (low[j], high[j]):
-            what, was, now, unit = "step", asked, moved, "rad"
-        else:
-            was, now = (asked / dt - velocity[j]) / dt, (moved / dt - velocity[j]) / dt
-            what, unit = "acceleration", "rad/s^2"
-        reasons.append(f"clamped joint {j} {what} {was:.3g} -> {now:.3g} {unit}")
+    with np.errstate(over="ignore"):  # the figures of a 1e308 target may overflow
+        for j in np.flatnonzero(safe != target):
+            asked, moved = target[j] - measured[j], safe[j] - measured[j]
+            if safe[j] in (limits.joint_low[j], limits.joint_high[j]):
+                what, was, now, unit = "position", target[j], safe[j], "rad"
+            elif safe[j] in (low[j], high[j]) and velocity_bound[j]:
+                what, was, now, unit = "velocity", asked / dt, moved / dt, "rad/s"
+            elif safe[j] in (low[j], high[j]):
+                what, was, now, unit = "step", asked, moved, "rad"
+            else:
+                was, now = (asked / dt - velocity[j]) / dt, (moved / dt - velocity[j]) / dt
+                what, unit = "acceleration", "rad/s^2"
+            reasons.append(f"clamped joint {j} {what} {was:.3g} -> {now:.3g} {unit}")
     return safe, reasons
 
 
@@ -222,19 +234,39 @@ def rotation_angle(quat_a: np.ndarray, quat_b: np.ndarray) -> float:
     return 2.0 * math.atan2(math.sqrt(vx * vx + vy * vy + vz * vz), w)
 
 
+def unit_quaternion(quat: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """``(quat / |quat|, |quat|)`` for a finite float64 (4,) quaternion; ``(None, |quat|)`` when
+    it is not finite or shorter than ``MIN_QUAT_NORM``. Scaled by its largest absolute component
+    first (module doc), so no magnitude over- or underflows; the returned norm may be inf for a
+    quaternion near the float64 maximum, the unit quaternion never is."""
+    peak = float(np.max(np.abs(quat)))
+    if not math.isfinite(peak):
+        return None, math.nan
+    if peak == 0.0:
+        return None, 0.0
+    scaled = quat / peak
+    length = math.sqrt(float(scaled @ scaled))  # in [1, 2]
+    with np.errstate(over="ignore"):
+        norm = float(np.float64(peak) * length)
+    if norm < MIN_QUAT_NORM:
+        return None, norm
+    return scaled / length, norm
+
+
 def limit_rotation(
     target: np.ndarray, measured: np.ndarray, limits: SafetyLimits
 ) -> tuple[np.ndarray | None, list[str]]:
-    """Normalize a target quaternion and slerp it towards the measured orientation until the
-    rotation between them is at most ``max_rotation_step``. The target must be non-zero (the
-    layer rejects zero quaternions first); None if the measured quaternion is zero."""
-    norm = float(np.linalg.norm(target))
-    measured_norm = float(np.linalg.norm(measured))
-    if measured_norm < 1e-6:
-        return None, ["measured ee quaternion has zero length"]
+    """Normalize a target quaternion (``unit_quaternion``) and slerp it towards the measured
+    orientation until the rotation between them is at most ``max_rotation_step``. None if either
+    quaternion has no direction (zero, near zero or not finite)."""
+    target_unit, norm = unit_quaternion(target)
+    measured_unit, measured_norm = unit_quaternion(measured)
+    if measured_unit is None:
+        return None, [f"measured ee quaternion has no direction (norm {measured_norm:.3g})"]
+    if target_unit is None:
+        return None, [f"ee quaternion has no direction (norm {norm:.3g})"]
     reasons = [] if abs(norm - 1.0) < 1e-6 else [f"normalized ee quaternion (norm {norm:.3g})"]
-    target = target / norm
-    measured = measured / measured_norm
+    target, measured = target_unit, measured_unit
     if target @ measured < 0:  # q and -q are one rotation: take the short way
         target = -target
     angle = rotation_angle(target, measured)

@@ -21,7 +21,8 @@ Where each observation key comes from (first match wins):
 each with the capture time of its measurement (``capture_times``). Low-dim values and depth are
 float32, images uint8, as the dataset stores them (``robopolicy.data.shape_meta``).
 
-Actions (``act`` returns the ``(ArmCommand, GripperCommand)`` it sent):
+Actions (``act`` returns a ``SentAction``: the commands it made and those that reached the
+robot, which the arm's safety layer may have clamped, or not forwarded at all):
 
 * ``ee_delta`` ``[dx, dy, dz, drx, dry, drz, g]`` in [-1, 1]: as ``sim``'s ``ArmController``:
   ``max_delta_pos * d`` added to the hand position *measured now*, ``max_delta_rot * dr`` a
@@ -44,6 +45,7 @@ that differs from ``shape_meta``, an action size that does not fit the action sp
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +61,35 @@ DEFAULT_MAX_DELTA_ROT = 0.25  # rad, likewise
 
 # a reading: (device group, device name) -> (measurement, capture time)
 Readings = dict[tuple[str, str], tuple[object, float]]
+
+
+@dataclass(frozen=True)
+class SentAction:
+    """One action as ``RobotIO.act`` commanded it (``requested``) and as it reached the robot:
+    ``arm``, the command the arm's safety layer forwarded (None: it forwarded none, having
+    rejected, dropped or replaced it), and ``gripper``, the command the gripper got (None: none)."""
+
+    requested: ArmCommand
+    arm: ArmCommand | None
+    gripper: GripperCommand | None
+
+    def vector(self) -> np.ndarray:
+        """``[arm target, gripper opening]`` of what was sent (float64): joint positions, or the
+        hand position and ``wxyz`` quaternion, as ``requested`` has them; zeros where nothing was
+        sent (``arm_forwarded`` tells them apart)."""
+
+        def values(command: ArmCommand) -> np.ndarray:
+            if command.is_joint:
+                return command.joint_positions
+            return np.concatenate([command.ee_position, command.ee_quat])
+
+        arm = values(self.arm) if self.arm is not None else np.zeros_like(values(self.requested))
+        opening = 0.0 if self.gripper is None else float(self.gripper.opening)
+        return np.concatenate([arm, [opening]])
+
+    @property
+    def arm_forwarded(self) -> bool:
+        return self.arm is not None
 
 
 def _only(devices: dict, name: str | None, what: str):
@@ -185,8 +216,8 @@ class RobotIO:
 
     # ---- actions ----------------------------------------------------------------------------
 
-    def act(self, action: np.ndarray, target_time: float) -> tuple[ArmCommand, GripperCommand]:
-        """Send one dataset action, to be reached at ``target_time``; returns the commands."""
+    def act(self, action: np.ndarray, target_time: float) -> SentAction:
+        """Send one dataset action, to be reached at ``target_time``; returns what was sent."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (self.action_dim,):
             raise ValueError(f"action has shape {action.shape}; expected ({self.action_dim},)")
@@ -208,9 +239,9 @@ class RobotIO:
             arm_command = ArmCommand.pose(position, quat, target_time)
         opening = (1.0 - float(np.clip(action[-1], -1.0, 1.0))) / 2.0
         gripper_command = GripperCommand(opening, float(target_time))
-        self.arm.send_command(arm_command)
-        self.gripper.send_command(gripper_command)
-        return arm_command, gripper_command
+        sent_arm = self.arm.send_command(arm_command)
+        sent_gripper = self.gripper.send_command(gripper_command)
+        return SentAction(arm_command, sent_arm, sent_gripper)
 
     @property
     def action_dim(self) -> int:

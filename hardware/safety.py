@@ -3,11 +3,15 @@
 ``SafetyLayer`` wraps any ``Arm`` and is itself one, so a deploy loop cannot tell it is there and
 nothing reaches the wrapped arm except through it. What it guarantees:
 
-1. **Nothing outside the limits is forwarded.** A command with a NaN/inf (or a zero quaternion)
-   is rejected outright: none of its values can be trusted, so none is "clamped" into range. A
-   command whose ``target_time`` is more than ``stale_tolerance`` in the past is dropped: it was
-   meant for a moment that is gone. Every other command is clamped against the *measured* state
-   read just before forwarding (never the last command, so a blocked arm cannot wind up):
+1. **Nothing outside the limits is forwarded.** Every command is first rebuilt from checked
+   copies of its values (``hardware.commands.check_arm_command``): one that is not an
+   ``ArmCommand``, holds anything but finite real numbers of the right shape, or has a
+   quaternion without a direction (zero, near zero) is rejected outright: none of its values can
+   be trusted, so none is "clamped" into range. A command whose ``target_time`` is more than
+   ``stale_tolerance`` in the past is dropped: it was meant for a moment that is gone; one more
+   than ``max_target_lead`` ahead is brought forward to that. Every other command is clamped
+   against the *measured* state read just before forwarding (never the last command, so a
+   blocked arm cannot wind up):
 
    * joint targets into the joint limits, within ``max_joint_step`` and ``max_joint_velocity *
      dt`` of the measured joints (``dt``: time left until the target time, at least one control
@@ -15,18 +19,28 @@ nothing reaches the wrapped arm except through it. What it guarantees:
      ``max_joint_acceleration * dt``. Acceleration yields to the hard position/velocity limits:
      braking harder than it allows to get back under the velocity limit is the safe direction;
    * pose targets into the workspace box and within ``max_translation_step`` (a ball) and
-     ``max_rotation_step`` (slerped) of the measured pose.
+     ``max_rotation_step`` (slerped) of the measured pose, the quaternion normalised safely
+     (``hardware.limits.unit_quaternion``: a ``1e300`` component neither overflows nor zeroes it).
 
    The radii are shrunk by one part in 10^9, so rounding never puts a value past a limit. If no
    target meets the hard limits (the arm is measured more than one step outside them, or its
-   state is not finite), the command is rejected and the arm holds. The box bounds joint
-   commands too when the layer is given the arm's ``forward_kinematics`` (joints -> hand
-   position, e.g. ``hardware.kinematics.ForwardKinematics``): a clamped joint target whose hand
+   state is not finite), the command is rejected and the arm holds; so it does if the limited
+   command fails the last check before it leaves (``hardware.commands.outgoing_problem``: finite,
+   inside the joint limits with its hand in the box, or a pose in the box with a unit
+   quaternion), which no clamp above should allow. The
+   box bounds joint commands too when the layer is given the arm's ``forward_kinematics``
+   (joints -> hand position: ``hardware.kinematics``, the MuJoCo model for the sim arm and
+   Denavit-Hartenberg parameters for a UR5e or a Franka): a clamped joint target whose hand
    leaves the box is cut short along its step (``limit_joints_to_workspace``).
+   ``send_command`` returns the command it forwarded (None when it forwarded none).
 2. **Watchdog.** ``tick()`` (every control period, from ``start()``'s thread or the caller) holds
    the arm at its measured pose once no command has been forwarded for ``watchdog_timeout``, and
-   stops it after a further ``stop_after``. Rejected and stale commands do not feed it. It does
-   not latch: the next valid command resumes, one step at a time from where the arm is.
+   stops it after a further ``stop_after`` (acting first, logging after). Rejected and stale
+   commands do not feed it. It does not latch: the next valid command resumes, one step at a
+   time from where the arm is. ``start()``'s thread wakes just after each deadline (monotonic
+   clock), at a real-time priority where the OS allows one and with the GIL switch interval
+   lowered, so that a loaded machine delays the hold by well under a control period
+   (bench/bench_watchdog.py; docs/hardware.md has the figures).
 3. **E-stop.** ``estop()`` (or a bound POSIX signal, or a key) latches until ``reset()``: the arm
    holds, then stops after ``stop_after``; meanwhile every command is replaced by that hold/stop.
 4. **Every intervention is recorded** with its reason: logged (logger ``hardware.safety``; clamps
@@ -42,6 +56,8 @@ the lock is free, else by the lock's holder before it forwards anything.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -50,7 +66,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardware.interfaces import Arm, ArmCommand, ArmState
+from hardware.commands import check_arm_command, limit_gripper, outgoing_problem
+from hardware.interfaces import Arm, ArmCommand, ArmState, Gripper, GripperCommand, GripperState
 from hardware.limits import (
     SafetyLimits,
     limit_joints,
@@ -62,6 +79,7 @@ from hardware.limits import (
 logger = logging.getLogger(__name__)
 
 WATCHDOG_MARGIN = 1e-4  # s the watchdog thread wakes after a deadline (its test is strict)
+WATCHDOG_RT_PRIORITY = 10  # the watchdog thread's SCHED_FIFO priority, where the OS allows one
 ACTIVE, HOLDING, STOPPED = "active", "holding", "stopped"
 
 
@@ -74,20 +92,22 @@ class Intervention:
     reason: str
 
 
-def _invalid(command: ArmCommand) -> str | None:
-    """Why ``command`` cannot be interpreted at all (a NaN/inf, a zero quaternion), or None."""
-    fields = (
-        ("target time", np.float64(command.target_time)),
-        ("joint positions", command.joint_positions),
-        ("ee position", command.ee_position),
-        ("ee quaternion", command.ee_quat),
-    )
-    for name, value in fields:
-        if value is not None and not np.isfinite(value).all():
-            return f"{'NaN' if np.isnan(value).any() else 'inf'} in {name}"
-    if command.ee_quat is not None and command.ee_quat @ command.ee_quat < 1e-12:
-        return "zero-length ee quaternion"
-    return None
+def _prioritise_this_thread() -> str:
+    """Let the calling thread (the watchdog) run before ordinary threads when it wakes: the
+    real-time policy ``SCHED_FIFO`` where allowed (root, ``CAP_SYS_NICE`` or an rtprio limit),
+    else nice -10, else nothing; says which. It sleeps but for a tick, so it cannot starve
+    anyone."""
+    thread = threading.get_native_id()
+    try:
+        os.sched_setscheduler(thread, os.SCHED_FIFO, os.sched_param(WATCHDOG_RT_PRIORITY))
+        return f"SCHED_FIFO priority {WATCHDOG_RT_PRIORITY}"
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, -10)
+        return "nice -10"
+    except (AttributeError, OSError):
+        return "ordinary priority (not allowed to raise it)"
 
 
 class SafetyLayer(Arm):
@@ -121,33 +141,37 @@ class SafetyLayer(Arm):
 
     # ---- commands ---------------------------------------------------------------------------
 
-    def send_command(self, command: ArmCommand) -> None:
-        """Check ``command`` and forward a safe version of it, or record why not."""
+    def send_command(self, command: ArmCommand) -> ArmCommand | None:
+        """Check ``command`` and forward a safe version of it, or record why not; returns the
+        command forwarded to the arm (None: none was)."""
         with self._lock:
             now = self.clock()
             self._apply_estop_request(now)
             if self._estopped:
                 self._replace_by_fallback(now)
-                return
-            problem = _invalid(command)
-            if problem:
-                self._record(now, "rejected", problem)
-                return
-            late, tolerance = now - command.target_time, self.limits.stale_tolerance
+                return None
+            checked, problem = check_arm_command(command, len(self.limits.joint_low))
+            if checked is None:
+                self._record(now, "rejected", f"rejected command: {problem}")
+                return None
+            late, tolerance = now - checked.target_time, self.limits.stale_tolerance
             if late > tolerance:
                 why = f"target time {late:.3f} s in the past (tolerance {tolerance:.3f} s)"
                 self._record(now, "stale", "dropped stale command: " + why)
-                return
+                return None
             state = self.arm.read_state()
-            safe, reasons = self._limit(command, state, now)
+            safe, reasons = self._limit(checked, state, now)
+            limits, fk = self.limits, self.forward_kinematics
+            if safe is not None and (problem := outgoing_problem(safe, limits, now, fk)):
+                safe, reasons = None, [f"failed the last check: {problem}"]
             if safe is None:
                 self._record(now, "rejected", "; ".join(reasons) + "; holding")
                 self._enter_hold(now)
-                return
+                return None
             self._apply_estop_request(now)  # a signal may have come in meanwhile
             if self._estopped:
                 self._replace_by_fallback(now)
-                return
+                return None
             if reasons:
                 self._record(now, "clamped", "; ".join(reasons), logging.INFO)
             if self._mode != ACTIVE:
@@ -156,6 +180,7 @@ class SafetyLayer(Arm):
             self._mode = ACTIVE
             self._last_forward = now
             self.forwarded += 1
+            return safe
 
     def _limit(
         self, command: ArmCommand, state: ArmState, now: float
@@ -164,12 +189,17 @@ class SafetyLayer(Arm):
         measured = (state.joint_positions, state.joint_velocities, state.ee_position, state.ee_quat)
         if not all(np.isfinite(value).all() for value in measured):
             return None, ["measured arm state is not finite"]
+        if len(measured[0]) != len(self.limits.joint_low):
+            return None, [f"arm measures {len(measured[0])} joints; its limits have another number"]
+        target_time, reasons = command.target_time, []
+        lead = target_time - now
+        if lead > self.limits.max_target_lead:
+            target_time = now + self.limits.max_target_lead
+            reasons.append(f"clamped target time {lead:.3g} -> {target_time - now:.3g} s ahead")
         if command.is_joint:
-            sizes = (len(command.joint_positions), len(measured[0]), len(self.limits.joint_low))
-            if len(set(sizes)) > 1:
-                raise ValueError(f"joints in command, state and limits differ: {sizes}")
-            dt = max(command.target_time - now, self.limits.control_period)
-            safe, reasons = limit_joints(command.joint_positions, state, dt, self.limits)
+            dt = max(target_time - now, self.limits.control_period)
+            safe, joint_reasons = limit_joints(command.joint_positions, state, dt, self.limits)
+            reasons += joint_reasons
             if safe is not None and self.forward_kinematics is not None:
                 safe, box_reasons = limit_joints_to_workspace(
                     safe, measured[0], self.forward_kinematics, self.limits
@@ -177,12 +207,12 @@ class SafetyLayer(Arm):
                 reasons = box_reasons if safe is None else reasons + box_reasons
             if safe is None:
                 return None, reasons
-            return ArmCommand.joints(safe, command.target_time), reasons
+            return ArmCommand.joints(safe, target_time), reasons
         pos, pos_reasons = limit_position(command.ee_position, state.ee_position, self.limits)
         quat, quat_reasons = limit_rotation(command.ee_quat, state.ee_quat, self.limits)
         if pos is None or quat is None:  # only the reason it cannot be made safe
             return None, pos_reasons if pos is None else quat_reasons
-        return ArmCommand.pose(pos, quat, command.target_time), pos_reasons + quat_reasons
+        return ArmCommand.pose(pos, quat, target_time), reasons + pos_reasons + quat_reasons
 
     # ---- watchdog ---------------------------------------------------------------------------
 
@@ -194,25 +224,32 @@ class SafetyLayer(Arm):
             idle = now - self._last_forward
             held = now - self._hold_since
             if self._mode == ACTIVE and idle > self.limits.watchdog_timeout:
+                self._enter_hold(now)  # act first, then log: the log may be slow
                 why = f"watchdog: no command for {idle:.2f} s, holding"
                 self._record(now, "watchdog_hold", why)
-                self._enter_hold(now)
             elif self._mode == HOLDING and held >= self.limits.stop_after:
-                cause = "e-stop latched" if self._estopped else "no fresh command"
-                self._record(now, "stop", f"{cause}: held for {held:.2f} s, stopping")
                 self.arm.stop()
                 self._mode = STOPPED
+                cause = "e-stop latched" if self._estopped else "no fresh command"
+                self._record(now, "stop", f"{cause}: held for {held:.2f} s, stopping")
 
     def start(self) -> None:
         """Run ``tick()`` on a daemon thread until ``close()``, so the watchdog fires even when
         the loop sending commands hangs: every control period, and also just after the next
         deadline (hold or stop) when that comes sooner, so it acts on time, not up to a period
-        late."""
+        late. The thread asks for a real-time priority (``_prioritise_this_thread``), and the
+        interpreter's GIL switch interval is lowered to a tenth of a control period (from 5 ms),
+        so a thread running Python keeps the waking watchdog waiting about that long (longer
+        only while the OS keeps that thread itself off the CPU); bench/bench_watchdog.py
+        measures both."""
+        interval = min(sys.getswitchinterval(), self.limits.control_period / 10)
+        sys.setswitchinterval(interval)
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="safety-watchdog", daemon=True)
             self._thread.start()
 
     def _watch(self) -> None:
+        logger.info("watchdog thread runs at %s", _prioritise_this_thread())
         while not self._closing.wait(self._until_next_check()):
             try:
                 self.tick()
@@ -325,4 +362,41 @@ class SafetyLayer(Arm):
 
     def summary(self) -> dict[str, int]:
         """Counts for a deploy report: commands forwarded and interventions by kind."""
+        return {"forwarded": self.forwarded, **self.counts}
+
+
+class GripperGuard(Gripper):
+    """Wraps a gripper as ``SafetyLayer`` wraps an arm, for its one limit: every command passes
+    ``hardware.commands.limit_gripper`` (opening clamped into [0, 1]; a NaN/inf or a value that
+    is not a real number rejected), each intervention logged and counted. ``send_command``
+    returns the command forwarded (None: none was)."""
+
+    def __init__(self, gripper: Gripper) -> None:
+        self.gripper = gripper
+        self.counts: Counter[str] = Counter()
+        self.forwarded = 0
+        self._lock = threading.Lock()
+
+    def read_state(self) -> GripperState:
+        return self.gripper.read_state()
+
+    def send_command(self, command: GripperCommand) -> GripperCommand | None:
+        safe, reasons = limit_gripper(command)
+        with self._lock:
+            if safe is None:
+                self.counts["rejected"] += 1
+                logger.warning("gripper rejected: %s", reasons[0])
+                return None
+            if reasons:
+                self.counts["clamped"] += 1
+                logger.info("gripper clamped: %s", reasons[0])
+            self.gripper.send_command(safe)
+            self.forwarded += 1
+        return safe
+
+    def close(self) -> None:
+        self.gripper.close()
+
+    def summary(self) -> dict[str, int]:
+        """Commands forwarded and interventions by kind."""
         return {"forwarded": self.forwarded, **self.counts}

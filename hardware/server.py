@@ -12,7 +12,10 @@ an episode, ask the task. The server is the robot's guard, so it trusts nothing 
   an error reply and one log line, and the loop goes on; an unexpected exception in a handler is
   answered and logged the same way;
 * it binds loopback by default; binding any other address requires a shared ``token``, which
-  every request must then carry (compared in constant time).
+  every request must then carry (compared in constant time). A token, where one is given (on
+  any address), must have at least ``MIN_TOKEN_CHARS`` characters: an empty one (``--token ''``
+  or ``ROBOT_SERVER_TOKEN=``) would otherwise let every tokenless request in, a short one be
+  guessed.
 
 Messages larger than ``HARD_LIMIT_BYTES`` are dropped by libzmq itself (it disconnects the
 sender) before they are buffered whole; smaller ones over the request limit get an error reply.
@@ -23,6 +26,9 @@ once bound (``--address tcp://127.0.0.1:*``: a free port, named there), latches 
 e-stop on SIGUSR1 (``kill -USR1 <pid>``) or, run in a terminal with one arm, on the key ``e``
 (``hardware.estop``); a client can latch and reset it too. It closes the robot (arms hold) on
 SIGTERM or Ctrl-C. The token may also come from the environment variable ``ROBOT_SERVER_TOKEN``.
+Whatever it refuses (a bind without a valid token, checked before the robot is built; an arm it
+cannot reach; an address it cannot bind) it says in one line, ``robot server: error: ...``, and
+exits with status 2 (the token or the address) or 1 (the robot).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from hardware.interfaces import ArmCommand, GripperCommand, Robot
 from hardware.protocol import (
     MAX_REQUEST_BYTES,
     MAX_REQUEST_ELEMENTS,
+    MAX_STRING,
     ProtocolError,
     Request,
     decode,
@@ -59,6 +66,7 @@ logger = logging.getLogger(__name__)
 HARD_LIMIT_BYTES = 16 * MAX_REQUEST_BYTES  # libzmq drops larger messages (ZMQ_MAXMSGSIZE)
 POLL_MS = 100  # the loop wakes this often to notice a stop request
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
+MIN_TOKEN_CHARS = 16  # e.g. python -c "import secrets; print(secrets.token_urlsafe(24))"
 
 
 def is_loopback(address: str) -> bool:
@@ -69,6 +77,24 @@ def is_loopback(address: str) -> bool:
     return address.startswith("tcp://") and address[6:].startswith(LOOPBACK_HOSTS)
 
 
+def token_problem(token: str | None, address: str) -> str | None:
+    """Why a server bound to ``address`` cannot be guarded by ``token`` (None: it can)."""
+    if token is None:
+        if is_loopback(address):
+            return None
+        return (
+            f"binding {address} (not loopback) needs a shared token of at least "
+            f"{MIN_TOKEN_CHARS} characters (--token or ROBOT_SERVER_TOKEN)"
+        )
+    if not isinstance(token, str) or not MIN_TOKEN_CHARS <= len(token) <= MAX_STRING:
+        given = "an empty token" if token == "" else f"a token of {len(str(token))} characters"
+        return (
+            f"{given} is refused: a token needs {MIN_TOKEN_CHARS} to {MAX_STRING} characters "
+            """(e.g. python -c "import secrets; print(secrets.token_urlsafe(24))")"""
+        )
+    return None
+
+
 class RobotServer:
     """Answers requests for ``robot`` (see the module doc); ``handle`` maps one raw request
     frame to one reply frame and never raises."""
@@ -77,6 +103,9 @@ class RobotServer:
         unguarded = [name for name, arm in robot.arms.items() if not isinstance(arm, SafetyLayer)]
         if unguarded:
             raise ValueError(f"arms {unguarded} are not behind a SafetyLayer; refusing to serve")
+        problem = None if token is None else token_problem(token, "")  # any address: serve()
+        if problem:
+            raise ValueError(problem)
         self.robot = robot
         self.token = token
         self.served = 0
@@ -160,14 +189,30 @@ class RobotServer:
             command = ArmCommand.pose(args["ee_position"], args["ee_quat"], args["target_time"])
         else:
             raise ProtocolError("a command needs joint_positions, or ee_position and ee_quat")
-        arm.send_command(command)
-        return {"mode": arm.mode, "estopped": arm.estopped}
+        sent = arm.send_command(command)
+        return {"mode": arm.mode, "estopped": arm.estopped, "sent": _command_fields(sent)}
 
-    def _gripper_command(self, gripper: Any, args: dict) -> None:
+    def _gripper_command(self, gripper: Any, args: dict) -> dict:
         opening = args["opening"]
         if not 0.0 <= opening <= 1.0:
             raise ProtocolError(f"gripper opening must be in [0, 1]; got {opening}")
-        gripper.send_command(GripperCommand(opening, args["target_time"]))
+        sent = gripper.send_command(GripperCommand(opening, args["target_time"]))
+        if sent is None:
+            return {"sent": None}
+        return {"sent": {"opening": sent.opening, "target_time": sent.target_time}}
+
+
+def _command_fields(command: ArmCommand | None) -> dict | None:
+    """The forwarded arm command as request-style fields (None: nothing was forwarded)."""
+    if command is None:
+        return None
+    if command.is_joint:
+        return {"target_time": command.target_time, "joint_positions": command.joint_positions}
+    return {
+        "target_time": command.target_time,
+        "ee_position": command.ee_position,
+        "ee_quat": command.ee_quat,
+    }
 
 
 def _arm_state(arm: Any) -> dict:
@@ -227,10 +272,12 @@ def serve(
     """Serve ``robot`` on ``address`` until ``stop`` is set; returns the server (its counts).
 
     ``on_ready(endpoint)`` is called once bound (``tcp://127.0.0.1:*`` picks a free port; the
-    endpoint names it). Binding an address other than loopback without a ``token`` raises
+    endpoint names it). Binding an address other than loopback without a valid ``token``, or
+    with a token of fewer than ``MIN_TOKEN_CHARS`` characters on any address, raises
     ValueError."""
-    if token is None and not is_loopback(address):
-        raise ValueError(f"binding {address!r} (not loopback) needs a shared token")
+    problem = token_problem(token, address)
+    if problem:
+        raise ValueError(problem)
     server = RobotServer(robot, token)
     stop = stop or threading.Event()
     context = zmq.Context.instance()
@@ -278,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", default="tcp://127.0.0.1:5555")
     parser.add_argument("--token", default=os.environ.get("ROBOT_SERVER_TOKEN"))
     args = parser.parse_args(argv)
+    problem = token_problem(args.token, args.address)
+    if problem:  # before the robot is built: nothing to close, and no arm is moved
+        _refuse(problem, 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from hardware.estop import bind_estop_key
@@ -285,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         robot = _configured_robot(args.hardware) if args.hardware else _sim_robot(args)
     except (ConnectionError, ImportError, ValueError) as error:
-        raise SystemExit(f"hardware.server: {error}") from None
+        _refuse(str(error), 1)
     arms = list(robot.arms.values())
 
     def estop_all(signum: int, frame: object) -> None:  # as hardware.estop, for every arm
@@ -300,11 +350,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ready = lambda endpoint: print(f"ready {endpoint}", flush=True)  # noqa: E731
         serve(robot, args.address, args.token, stop, ready)
+    except zmq.ZMQError as error:
+        _refuse(f"cannot bind {args.address}: {error}", 2)
     finally:
         if unbind_key is not None:
             unbind_key()
         robot.close()
     sys.exit(0)
+
+
+def _refuse(why: str, status: int) -> None:
+    """Say ``why`` in one line on stderr and exit with ``status`` (no traceback)."""
+    print(f"robot server: error: {' '.join(why.split())}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def _sim_robot(args: argparse.Namespace):
@@ -325,12 +383,13 @@ def _configured_robot(name: str):
 
     from hydra import compose, initialize_config_dir
 
+    import robopolicy.config  # noqa: F401  (registers the schemas conf/hardware/*.yaml select)
     from hardware.factory import make_robot
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     if not (conf / "hardware" / f"{name}.yaml").exists():
         known = sorted(p.stem for p in (conf / "hardware").glob("*.yaml"))
-        raise SystemExit(f"hardware.server: no conf/hardware/{name}.yaml (known: {known})")
+        raise ValueError(f"no conf/hardware/{name}.yaml (known: {known})")
     with initialize_config_dir(config_dir=str(conf / "hardware"), version_base="1.3"):
         return make_robot(compose(config_name=name))
 

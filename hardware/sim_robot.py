@@ -33,9 +33,9 @@ every camera, and publishes frames whose ``capture_time`` is the monotonic time 
 rendered and ``receive_time`` the moment rendering finished.
 
 ``make_sim_robot`` assembles the ``Robot``: its arm is always a ``SafetyLayer`` (with the arm's
-forward kinematics, so joint commands also stay in the box) whose watchdog runs; there is no
-other way to build one. Its ``task`` is the world (``reset_episode(seed)`` is ``env.reset(seed=
-seed)``, ``task_info()`` the task's success), its ``sensors`` the privileged ``object_state``.
+forward kinematics, so joint commands also stay in the box) whose watchdog runs, its gripper a
+``GripperGuard``; there is no other way. Its ``task`` is the world (``reset_episode(seed)`` is
+``env.reset(seed=seed)``), its ``sensors`` the privileged ``object_state``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from hardware.interfaces import (
     TaskControl,
 )
 from hardware.kinematics import sim_arm_kinematics
-from hardware.safety import SafetyLayer, SafetyLimits
+from hardware.safety import GripperGuard, SafetyLayer, SafetyLimits
 from sim.controllers.arm_controller import compose
 from sim.controllers.ik import orientation_error
 from sim.envs.base import CAMERAS, TabletopEnv
@@ -355,6 +355,10 @@ class SimArm(Arm):
             state.joints, state.joint_velocities, state.ee_position, state.ee_quat, state.time
         )
 
+    def forward_kinematics(self, joints: np.ndarray) -> np.ndarray:
+        """The grip site at ``joints`` (MuJoCo; not thread-safe: for the arm's safety layer)."""
+        return self.world.kinematics(joints)
+
     def send_command(self, command: ArmCommand) -> None:
         self.world.move_arm(command, time.monotonic())
 
@@ -496,7 +500,7 @@ def make_sim_robot(
     }
     return Robot(
         arms={"arm": layer},
-        grippers={"gripper": SimGripper(world)},
+        grippers={"gripper": GripperGuard(SimGripper(world))},
         cameras={name: SimCamera(world, name) for name in world.camera_names},
         sensors={key: SimObjectState(world, key) for key in world.snapshot().objects},
         task=world,

@@ -24,6 +24,12 @@ State. ``read_state`` returns RTDE's latest actual joints, joint velocities and 
 rotation vector turned into a ``wxyz`` quaternion), stamped with the controller's own clock
 (``getTimestamp``) mapped onto ``time.monotonic`` by ``DeviceClockMap`` (the smallest offset
 seen lately), so that states are spaced exactly as the controller measured them.
+
+Kinematics. ``forward_kinematics(joints)`` is the TCP position the arm would report at those
+joints: the ``model``'s Denavit-Hartenberg kinematics (``hardware.kinematics``; the UR5e's)
+with ``tcp_offset``, the translation of the TCP offset set on the controller (the flange when
+none is set). ``hardware.factory`` gives it to the arm's safety layer, so joint commands stay in
+the workspace box too, after checking it against the TCP the arm measures.
 """
 
 from __future__ import annotations
@@ -32,15 +38,18 @@ import math
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from hardware.interfaces import Arm, ArmCommand, ArmState
+from hardware.kinematics import ur5e_kinematics
 from hardware.realsense import DeviceClockMap
 
 RTDE_PORT = 30004
 UR_RTDE_PIN = "ur_rtde==1.6.5"  # the release checked to install here (no other dependencies)
+UR_KINEMATICS = {"ur5e": ur5e_kinematics}  # model -> tool-point kinematics for a TCP offset
 
 
 def rotvec_to_quat(rotvec: np.ndarray) -> np.ndarray:
@@ -120,7 +129,9 @@ class URArm(Arm):
     """A UR arm at ``ip``; see the module doc. ``frequency``: the controller rate in Hz (500
     for e-Series, 125 for CB3). ``gain`` (100-2000) and ``lookahead_time`` (0.03-0.2 s): the
     servo tracking gain and smoothing. ``stop_deceleration``: m/s^2 (tool) for ``servoStop``.
-    ``connect_timeout``: seconds to wait for the RTDE port."""
+    ``connect_timeout``: seconds to wait for the RTDE port. ``model`` (a key of
+    ``UR_KINEMATICS``) and ``tcp_offset`` (m, flange frame): the kinematics of
+    ``forward_kinematics``."""
 
     def __init__(
         self,
@@ -130,7 +141,13 @@ class URArm(Arm):
         lookahead_time: float = 0.1,
         stop_deceleration: float = 2.0,
         connect_timeout: float = 2.0,
+        model: str = "ur5e",
+        tcp_offset: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> None:
+        if model not in UR_KINEMATICS:
+            known = list(UR_KINEMATICS)
+            raise ValueError(f"URArm model {model!r} has no kinematics; known: {known}")
+        self._kinematics = UR_KINEMATICS[model](tcp_offset)
         if not 100 <= gain <= 2000:
             raise ValueError(f"URArm gain must be in [100, 2000]; got {gain}")
         if not 0.03 <= lookahead_time <= 0.2:
@@ -180,6 +197,10 @@ class URArm(Arm):
             ee_quat=rotvec_to_quat(pose[3:]),
             timestamp=timestamp,
         )
+
+    def forward_kinematics(self, joints: np.ndarray) -> np.ndarray:
+        """The TCP position (base frame) at ``joints`` (module doc)."""
+        return self._kinematics(joints)
 
     # ---- commands ---------------------------------------------------------------------------
 

@@ -124,6 +124,17 @@ def test_ur_arm_rejects_gains_outside_the_servo_range():
         URArm("127.0.0.1", lookahead_time=0.5)
 
 
+def test_drivers_name_the_kinematics_they_lack_before_connecting():
+    with pytest.raises(
+        ValueError, match=r"URArm model 'ur10e' has no kinematics; known: \['ur5e'\]"
+    ):
+        URArm("127.0.0.1", model="ur10e")
+    with pytest.raises(ValueError, match="a tool offset needs 3 entries"):
+        URArm("127.0.0.1", tcp_offset=(0.0, 0.1))
+    with pytest.raises(ValueError, match="a tool offset needs 3 entries"):
+        FrankaArm("127.0.0.1", ee_offset=(0.0, 0.0, 0.1, 0.0))
+
+
 # ---- Robotiq over a real socket ------------------------------------------------------------
 
 

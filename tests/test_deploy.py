@@ -3,6 +3,7 @@ the real-time control loop, and (slow) a deploy through the robot server in anot
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 from hardware.deploy import ChunkResult, ChunkScheduler, DeployRuntime, InferenceWorker
+from hardware.interfaces import ArmCommand, GripperCommand
 from hardware.latency import LatencyStats
+from hardware.robot_io import SentAction
 
 PERIOD = 0.1
 
@@ -312,12 +315,13 @@ class VirtualWorker:
         pass
 
 
-def _virtual_runtime(monkeypatch, delay: float, histories: list):
-    """A DeployRuntime on a CountingIO whose loop and inference both run on one virtual clock."""
+def _virtual_runtime(monkeypatch, delay: float, histories: list, io_class=None):
+    """A DeployRuntime on a CountingIO (or ``io_class``) whose loop and inference both run on
+    one virtual clock."""
     import hardware.deploy as deploy
 
     clock = VirtualTime()
-    io, predict = CountingIO(clock.monotonic), _echo_predict(0.0, histories)
+    io, predict = (io_class or CountingIO)(clock.monotonic), _echo_predict(0.0, histories)
     runtime = DeployRuntime(io, TinyPolicy(), fps=1 / PERIOD, act_delay=0.03, predict=predict)
     runtime.worker.close()  # the real thread: replaced by one on the virtual clock
     runtime.worker = VirtualWorker(predict, clock, delay)
@@ -340,6 +344,33 @@ def test_runtime_on_a_virtual_clock_acts_exactly_on_schedule(monkeypatch):
     assert figures["jitter"]["n"] == 16 and abs(figures["jitter"]["max_ms"]) < 1e-6
     assert figures["lateness"]["n"] == 8 and abs(figures["lateness"]["max_ms"]) < 1e-6
     assert clock.now == pytest.approx(start + 8 * PERIOD)  # the episode ends a period after
+
+
+class ReportingIO(CountingIO):
+    """Also reports what reached the robot, as ``RobotIO.act`` does: the arm's safety layer
+    halves every action (a clamp) and forwards nothing for every third."""
+
+    def act(self, action, target_time):
+        super().act(action, target_time)
+        requested = ArmCommand.joints(action, target_time)
+        forwarded = ArmCommand.joints(action / 2, target_time) if len(self.sent) % 3 else None
+        return SentAction(requested, forwarded, GripperCommand(0.25, target_time))
+
+
+def test_runtime_records_what_was_sent_beside_each_action(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="hardware.deploy")
+    clock, io, runtime = _virtual_runtime(monkeypatch, 0.0, [], io_class=ReportingIO)
+    result = runtime.run_episode(max_ticks=6, record=True)
+    assert result.actions_sent == 6 and result.actions_not_forwarded == 2  # sends 3 and 6
+    forwarded = [bool(frame["sent_forwarded"]) for frame in result.frames]
+    assert forwarded == [True, True, False, True, True, False]
+    for frame, (_, action, _) in zip(result.frames, io.sent, strict=True):
+        np.testing.assert_array_equal(frame["action"], action.astype(np.float32))
+        arm_part = action / 2 if frame["sent_forwarded"] else np.zeros(3)
+        np.testing.assert_array_equal(frame["sent_command"], [*arm_part, 0.25])
+        assert frame["sent_command"].dtype == np.float64
+    logged = [r.getMessage() for r in caplog.records if r.name == "hardware.deploy"]
+    assert len(logged) == 6 and sum("forwarded nothing" in line for line in logged) == 2
 
 
 def test_runtime_keeps_ticking_while_inference_is_slow_and_drops_late_actions(monkeypatch):

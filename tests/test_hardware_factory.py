@@ -1,6 +1,7 @@
 """Robots built from the Hydra configs in conf/hardware/: the real-arm configs compose and fail
 with the driver's clear error when no arm is there; every arm the factory returns is behind a
-running SafetyLayer, the sim robot included."""
+running SafetyLayer with the arm's forward kinematics (joint commands bounded by the workspace
+box), the sim robot included; every gripper behind a GripperGuard."""
 
 import re
 import sys
@@ -13,8 +14,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from hardware.factory import make_robot
-from hardware.interfaces import ArmCommand, Robot
-from hardware.safety import SafetyLayer
+from hardware.interfaces import Arm, ArmCommand, ArmState, Gripper, GripperCommand, Robot
+from hardware.kinematics import franka_kinematics, ur5e_kinematics
+from hardware.safety import GripperGuard, SafetyLayer
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "hardware"
 REAL = {"ur5e": "UR arm (RTDE)", "franka": "Franka arm (FCI)"}
@@ -129,3 +131,117 @@ def test_sim_robot_config_keeps_its_own_safety_layer():
         assert not isinstance(robot.arms["arm"].arm, SafetyLayer)  # not wrapped twice
     finally:
         robot.close()
+
+
+def test_factory_bounds_joint_commands_of_the_sim_arm_by_the_box():
+    cfg = {"_target_": "test_hardware_factory.bare_sim_robot", "safety": {"arm": sim_limits()}}
+    robot = make_robot(cfg)
+    try:
+        layer = robot.arms["arm"]
+        assert layer.forward_kinematics == layer.arm.forward_kinematics
+        down = np.array([0.0, 0.1, 0.0, 0.1, 0.0, 0.0, 0.0])  # shoulder and elbow: hand down
+        for _ in range(15):  # towards the table (the box's floor: ~8 steps), 0.1 rad a step
+            target = layer.read_state().joint_positions + down
+            layer.send_command(ArmCommand.joints(target, time.monotonic() + 0.1))
+            time.sleep(0.1)
+            hand = layer.read_state().ee_position
+            assert hand[2] > sim_limits()["workspace_low"][2] - 0.01  # measured, tracking lag
+        assert any("cut joint step" in r.reason for r in layer.interventions)
+    finally:
+        robot.close()
+
+
+# ---- real arms: their kinematics reach the layer (fakes standing in for the drivers) -------
+
+HOMES = {
+    "ur5e": [0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -1.57, 0.0],
+    "franka": [0.0, -np.pi / 4, 0.0, -2.356, 0.0, 1.571, 0.785],
+}
+
+
+class FakeDHArm(Arm):
+    """A UR5e or Franka driver stand-in: the drivers' kinematics, a state that follows each
+    command at once; ``offset`` shifts the hand it measures (a wrong TCP in the config)."""
+
+    def __init__(self, model: str, offset: float = 0.0, kinematics: bool = True) -> None:
+        fk = ur5e_kinematics() if model == "ur5e" else franka_kinematics()
+        if kinematics:
+            self.forward_kinematics = fk
+        self.fk, self.offset = fk, offset
+        self.joints = np.array(HOMES[model])
+        self.commands = []
+
+    def read_state(self) -> ArmState:
+        hand = self.fk(self.joints) + [self.offset, 0.0, 0.0]
+        return ArmState(
+            self.joints, np.zeros(len(self.joints)), hand, [0, 1, 0, 0], time.monotonic()
+        )
+
+    def send_command(self, command: ArmCommand) -> None:
+        self.commands.append(command)
+        if command.is_joint:
+            self.joints = command.joint_positions
+
+    def hold(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def real_config(name: str, **arm_args) -> dict:
+    cfg = OmegaConf.to_container(compose_hardware(name), resolve=True)
+    arm = {"_target_": "test_hardware_factory.FakeDHArm", "model": name, **arm_args}
+    return {**cfg, "arms": {"arm": arm}, "grippers": {}, "cameras": {}}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_arm_joint_commands_are_bounded_by_the_box_through_its_kinematics(name):
+    robot = make_robot(real_config(name))
+    try:
+        layer, arm = robot.arms["arm"], robot.arms["arm"].arm
+        assert layer.forward_kinematics == arm.forward_kinematics
+        low, high = layer.limits.workspace_low, layer.limits.workspace_high
+        for _ in range(60):  # shoulder down, 0.15 rad a command: the hand heads for the table
+            target = arm.joints + np.eye(len(arm.joints))[1] * 0.15 * (
+                1 if name == "franka" else -1
+            )
+            layer.send_command(ArmCommand.joints(target, time.monotonic() + 1.0))
+        hands = np.array([arm.fk(command.joint_positions) for command in arm.commands])
+        assert len(hands) > 5 and (hands >= low).all() and (hands <= high).all()
+        assert any("cut joint step" in r.reason for r in layer.interventions)
+    finally:
+        robot.close()
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_arm_without_matching_kinematics_is_refused(name):
+    with pytest.raises(ValueError, match="has no forward_kinematics"):
+        make_robot(real_config(name, kinematics=False))
+    with pytest.raises(ValueError, match="put the hand 50 mm from where the arm measures it"):
+        make_robot(real_config(name, offset=0.05))
+
+
+class FakeHand(Gripper):
+    def read_state(self):
+        raise NotImplementedError
+
+    def send_command(self, command: GripperCommand) -> None:
+        self.last = command
+
+    def close(self) -> None:
+        pass
+
+
+def test_grippers_are_guarded():
+    hand = {"_target_": "test_hardware_factory.FakeHand"}
+    cfg = {"_target_": "hardware.factory.assemble_robot", "_recursive_": False, "arms": {}}
+    robot = make_robot({**cfg, "grippers": {"hand": hand}})
+    guard = robot.grippers["hand"]
+    assert isinstance(guard, GripperGuard) and isinstance(guard.gripper, FakeHand)
+    assert guard.send_command(GripperCommand(3.0, 0.0)) is guard.gripper.last
+    assert guard.gripper.last.opening == 1.0
+    assert guard.send_command(GripperCommand(float("nan"), 0.0)) is None

@@ -32,7 +32,7 @@ from hardware.protocol import ARRAY_EXT, encode
 from hardware.robot_io import RobotIO
 from hardware.server import RobotServer, serve
 
-TOKEN = "test-token"
+TOKEN = "test-token-16-chars-or-more"
 PERIOD = 0.01  # the sim's control period
 WATCHDOG, STOP_AFTER = 0.25, 1.0  # the sim robot's default limits
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,11 @@ STATE_META = {
 }
 
 
-def start_server(log_path, *extra: str, obs_mode: str = "state") -> tuple[subprocess.Popen, str]:
+def start_server(
+    log_path, *extra: str, obs_mode: str = "state", address: str = "tcp://127.0.0.1:*"
+) -> tuple[subprocess.Popen, str]:
+    """A server process and the endpoint to reach it at (over loopback, also when it binds every
+    interface)."""
     command = [
         sys.executable,
         "-m",
@@ -50,20 +54,22 @@ def start_server(log_path, *extra: str, obs_mode: str = "state") -> tuple[subpro
         "--env-kwargs",
         json.dumps({"obs_mode": obs_mode, "image_size": 32}),
         "--address",
-        "tcp://127.0.0.1:*",
+        address,
         *extra,
     ]
     log = open(log_path, "w")  # noqa: SIM115 (the server writes it until the end)
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
     line = server.stdout.readline()
     assert line.startswith("ready "), (line, log_path.read_text()[-2000:])
-    return server, line.split()[1]
+    return server, line.split()[1].replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """A server bound to every interface (a public bind: it needs the token), reached over
+    loopback."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    process, endpoint = start_server(log_path, "--token", TOKEN)
+    process, endpoint = start_server(log_path, "--token", TOKEN, address="tcp://0.0.0.0:*")
     yield process, endpoint, log_path
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
@@ -147,8 +153,14 @@ def test_connect_names_the_address_it_cannot_reach():
 
 
 def test_serving_beyond_loopback_needs_a_token_and_arms_need_a_safety_layer():
-    with pytest.raises(ValueError, match="needs a shared token"):
+    with pytest.raises(ValueError, match="needs a shared token of at least 16 characters"):
         serve(Robot(), "tcp://0.0.0.0:5555", token=None)
+    for token, given in (("", "an empty token"), ("short-token", "a token of 11 characters")):
+        for address in ("tcp://0.0.0.0:5555", "tcp://127.0.0.1:5555"):  # refused on any bind
+            with pytest.raises(ValueError, match=f"{given} is refused"):
+                serve(Robot(), address, token=token)
+        with pytest.raises(ValueError, match=f"{given} is refused"):
+            RobotServer(Robot(), token)
 
     class BareArm(Arm):
         read_state = send_command = hold = stop = close = None
@@ -157,11 +169,89 @@ def test_serving_beyond_loopback_needs_a_token_and_arms_need_a_safety_layer():
         RobotServer(Robot(arms={"bare": BareArm()}))
 
 
-def test_wrong_or_missing_token_is_refused(server):
+@pytest.mark.parametrize(
+    ("extra", "env", "refusal"),
+    [
+        (["--token", ""], {}, "an empty token is refused"),
+        ([], {"ROBOT_SERVER_TOKEN": ""}, "an empty token is refused"),
+        (["--token", "fifteen-chars.."], {}, "a token of 15 characters is refused"),
+        ([], {}, "needs a shared token of at least 16 characters"),
+    ],
+    ids=["empty", "empty-env", "short", "missing"],
+)
+@pytest.mark.parametrize("address", ["tcp://0.0.0.0:5599", "tcp://192.0.2.1:5599"])
+def test_public_bind_without_a_valid_token_exits_with_one_line(extra, env, refusal, address):
+    environment = {key: value for key, value in os.environ.items() if key != "ROBOT_SERVER_TOKEN"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "hardware.server", "--address", address, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**environment, **env},
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("robot server: error: ") and refusal in done.stderr
+    assert time.monotonic() - started < 30  # refused before the robot is built
+
+
+def test_short_token_is_refused_on_loopback_too():
+    done = subprocess.run(
+        [sys.executable, "-m", "hardware.server", "--token", "short"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("robot server: error: a token of 5 characters is refused")
+
+
+def test_wrong_empty_short_or_missing_token_is_refused_on_a_public_bind(server, robot):
     _, endpoint, _ = server
-    for token in (None, "wrong"):
-        with pytest.raises(RemoteError, match="token"):
+    for token in (None, "", "short", "wrong-token-of-the-right-length", TOKEN[:-1], TOKEN + "x"):
+        with pytest.raises(RemoteError, match="missing or wrong token"):
             connect(endpoint, token, timeout=5.0)
+    context = zmq.Context.instance()
+    requester = context.socket(zmq.REQ)
+    requester.setsockopt(zmq.LINGER, 0)
+    requester.connect(endpoint)
+    try:  # the ops that matter most, tokenless or with an empty token: none is answered
+        for request in (
+            {"op": "describe"},
+            {"op": "arm.estop", "device": "arm", "args": {"reason": "intruder"}},
+            {"op": "arm.reset_estop", "device": "arm"},
+            {"op": "arm.estop", "device": "arm", "token": ""},
+        ):
+            requester.send(encode(request))
+            assert requester.poll(5000)
+            reply = msgpack.unpackb(requester.recv())
+            assert reply == {"ok": False, "error": "rejected request: missing or wrong token"}
+    finally:
+        requester.close()
+    assert not robot.arms["arm"].safety(last=0)["estopped"]
+
+
+def test_huge_quaternion_through_the_server_leaves_the_arm_controllable(server, robot):
+    """Issue 17: ``[1e300, 1e300, 0, 0]`` used to pass the layer as ``[0, 0, 0, 0]``, put NaN
+    into the sim arm's control, and the arm refused every command from then on."""
+    arm = robot.arms["arm"]
+    start = arm.read_state()
+    for quat in ([1e300, 1e300, 0.0, 0.0], [1.7976931348623157e308] * 4, [1e-300, 0, 0, 0]):
+        sent = arm.send_command(ArmCommand.pose(start.ee_position, quat, time.monotonic() + 0.1))
+        assert sent is None or abs(np.linalg.norm(sent.ee_quat) - 1) < 1e-12, quat
+    status = arm.safety(last=3)
+    assert "ee quaternion has no direction" in status["interventions"][-1][2]  # the 1e-300 one
+    time.sleep(0.2)
+    state = arm.read_state()
+    assert np.isfinite(state.joint_positions).all() and np.isfinite(state.ee_quat).all()
+    before = state.ee_position
+    stream(arm, np.array([0.0, 0.03, 0.0]), 0.5)  # and it still moves where it is told
+    assert arm.read_state().ee_position[1] - before[1] > 0.02
+    sent = arm.send_command(ArmCommand.pose(before, start.ee_quat, time.monotonic() + 0.1))
+    assert sent is not None and np.isfinite(sent.ee_position).all()
 
 
 CLIENT = """
@@ -394,7 +484,7 @@ def test_server_of_an_unreachable_configured_arm_exits_with_one_clear_line():
         timeout=120,
         cwd=REPO,
     )
-    assert done.returncode != 0
+    assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("hardware.server:") and "192.168.1.10" in last
+    assert last.startswith("robot server: error: ") and "192.168.1.10" in last
     assert "Traceback" not in done.stderr

@@ -11,15 +11,16 @@ import logging
 import os
 import pty
 import signal
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from hardware.estop import bind_estop_key, bind_estop_signal
-from hardware.interfaces import Arm, ArmCommand, ArmState, Robot
+from hardware.interfaces import Arm, ArmCommand, ArmState, GripperCommand, Robot
 from hardware.limits import SafetyLimits, rotation_angle
-from hardware.safety import SafetyLayer
+from hardware.safety import GripperGuard, SafetyLayer
 
 PERIOD = 0.01
 HOME = np.array([0.0, 0.2, 0.0, -2.45, 0.0, 2.65, np.pi / 4])
@@ -425,3 +426,77 @@ def test_commands_and_robot_close():
     with pytest.raises(RuntimeError, match="driver gone"):
         robot.close()
     assert good.events == [("close", clock())]  # closed although the other arm failed
+
+
+# ---- target times, joint counts, the last check, grippers, the watchdog thread -------------
+
+
+def test_far_future_target_time_is_brought_forward(rig):
+    clock, arm, layer = rig
+    sent = layer.send_command(ArmCommand.joints(HOME + 0.01, clock() + 1e300))
+    assert sent.target_time == clock() + layer.limits.max_target_lead
+    assert "clamped target time 1e+300 -> 10 s ahead" in layer.interventions[-1].reason
+
+
+def test_joint_count_the_limits_do_not_have_is_rejected(rig):
+    clock, arm, layer = rig
+    assert layer.send_command(ArmCommand.joints(np.zeros(6), clock())) is None
+    assert "joint positions has shape (6,); expected (7,)" in layer.interventions[-1].reason
+    arm.state = ArmState(np.zeros(6), np.zeros(6), [0.0, 0.0, 0.2], DOWN, clock())
+    assert layer.send_command(ArmCommand.joints(HOME, clock())) is None
+    assert "arm measures 6 joints" in layer.interventions[-1].reason and layer.mode == "holding"
+
+
+def test_a_limited_command_that_fails_the_last_check_is_not_forwarded(rig, monkeypatch):
+    clock, arm, layer = rig
+    monkeypatch.setattr(  # a broken clamp returning a quaternion that is not unit
+        "hardware.safety.limit_rotation", lambda target, measured, limits: (target * 2.0, [])
+    )
+    assert layer.send_command(ArmCommand.pose(arm.state.ee_position, DOWN, clock())) is None
+    assert not arm.received and layer.mode == "holding"
+    assert "failed the last check: ee quaternion of norm 2" in layer.interventions[-1].reason
+    monkeypatch.setattr(  # ... and a broken box cut letting a joint target's hand out
+        "hardware.safety.limit_joints_to_workspace", lambda target, *_: (target, [])
+    )
+    layer.forward_kinematics = lambda joints: np.array([0.0, 0.0, 0.2 + 10 * joints[0]])
+    assert layer.send_command(ArmCommand.joints(HOME + 0.01, clock() + PERIOD)) is not None
+    assert layer.send_command(ArmCommand.joints(HOME + 1.0, clock() + 10 * PERIOD)) is None
+    assert "failed the last check: the joint target's hand outside the workspace box" in (
+        layer.interventions[-1].reason
+    )
+
+
+def test_gripper_guard_clamps_rejects_and_returns_what_it_forwarded():
+    class Gripper:
+        def __init__(self):
+            self.received = []
+
+        def send_command(self, command):
+            self.received.append(command)
+
+    gripper = Gripper()
+    guard = GripperGuard(gripper)
+    assert guard.send_command(GripperCommand(7.0, 1.0)) == GripperCommand(1.0, 1.0)
+    assert guard.send_command(GripperCommand(0.25, 1.0)) is gripper.received[-1]
+    for bad in (GripperCommand(np.nan, 1.0), GripperCommand(0.5, np.inf), "open"):
+        assert guard.send_command(bad) is None
+    assert [c.opening for c in gripper.received] == [1.0, 0.25]
+    assert guard.summary() == {"forwarded": 2, "clamped": 1, "rejected": 3}
+
+
+def test_watchdog_thread_asks_for_a_real_time_priority_and_a_short_gil_interval(caplog):
+    caplog.set_level(logging.INFO, logger="hardware.safety")
+    previous = sys.getswitchinterval()
+    layer = SafetyLayer(FakeArm(FakeClock()), make_limits())
+    try:
+        layer.start()
+        assert sys.getswitchinterval() <= PERIOD / 10
+        deadline = time.monotonic() + 2.0
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        layer.close()
+        sys.setswitchinterval(previous)
+    message = caplog.records[0].getMessage()
+    assert message.startswith("watchdog thread runs at ")
+    assert any(kind in message for kind in ("SCHED_FIFO", "nice -10", "ordinary priority"))

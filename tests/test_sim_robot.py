@@ -17,7 +17,7 @@ import pytest
 import sim
 from hardware.interfaces import ArmCommand
 from hardware.robot_io import RobotIO
-from hardware.safety import SafetyLayer
+from hardware.safety import GripperGuard, SafetyLayer
 from hardware.sim_robot import MAX_LAG, make_sim_robot
 from sim.controllers.arm_controller import compose
 
@@ -65,6 +65,7 @@ def progress_at(samples, moment: float, start, target, value) -> float:
 def test_arm_is_always_behind_a_running_safety_layer(robot):
     layer = robot.arms["arm"]
     assert isinstance(layer, SafetyLayer) and layer.forward_kinematics is not None
+    assert isinstance(robot.grippers["gripper"], GripperGuard)
     robot.reset_episode(0)
     layer.send_command(ArmCommand.joints(layer.read_state().joint_positions, time.monotonic()))
     deadline = time.monotonic() + 2.0  # nobody ticks: only the layer's own watchdog can hold
@@ -207,6 +208,10 @@ def test_ee_delta_actions_move_the_arm_as_the_env_does(robot):
         assert moved @ env_moved / np.linalg.norm(moved) / np.linalg.norm(env_moved) > 0.9
         assert np.abs(got["gripper_pos"] - want["gripper_pos"]).max() < 0.01
     assert robot.arms["arm"].counts["rejected"] == 0
+    sent = io.act(np.array([0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 3.0]), time.monotonic() + 0.1)
+    assert sent.arm_forwarded and sent.arm.ee_position[2] <= robot.info["workspace_high"][2]
+    assert sent.gripper.opening == 0.0 and sent.vector()[-1] == 0.0  # +1 (clipped): closed
+    np.testing.assert_array_equal(sent.vector()[:3], sent.arm.ee_position)
 
 
 def test_ee_pose_and_joint_pos_actions_reach_their_targets(robot):
