@@ -117,6 +117,8 @@ def collect(cfg: DictConfig) -> Path:
         driver_factory = functools.partial(
             load_step_actor, dagger, use_ema=bool(cfg.dagger.use_ema)
         )
+        driver_factory()  # loaded once here first: a bad checkpoint is one line, not a worker pool
+        #   respawning workers that fail on it
     # at most n_episodes + max_failures attempts: more failures than that and the run falls short
     seeds = range(int(cfg.seed), int(cfg.seed) + int(cfg.n_episodes) + int(cfg.max_failures))
     context = multiprocessing.get_context("spawn")

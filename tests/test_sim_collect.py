@@ -272,3 +272,35 @@ def test_dagger_appends_learner_driven_episodes_labelled_by_the_expert(tmp_path)
         env.unwrapped.set_sim_state(sim_state[t])
         label = expert.act(env.unwrapped.observation())
         np.testing.assert_allclose(label, actions[t], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_dagger_with_an_unreadable_checkpoint_stops_in_one_line(tmp_path):
+    """The learner is loaded in the main process before any worker starts: an unreadable
+    checkpoint used to leave the pool respawning workers that failed on it, forever."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a checkpoint")
+    out = tmp_path / "dagger.zarr"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "datasets/collect.py",
+            "task=push_cube",
+            "task.env_kwargs.obs_mode=state",
+            "n_episodes=2",
+            "n_workers=2",
+            f"dagger.checkpoint={bad}",
+            f"out={out}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "MUJOCO_GL": "egl"},
+    )
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"collect.py: error: checkpoint {bad}: ")
+    assert not out.exists()
