@@ -32,6 +32,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from hardware.deploy import SENT_KEYS
 from hardware.latency import LatencyStats
 from robopolicy.config import validate
 from robopolicy.config.errors import run_hydra_main
@@ -227,7 +228,9 @@ def run_deploy_episodes(cfg, robot, runtime, max_ticks: int, recorder) -> tuple[
         )
         print(f"[deploy] episode {i}: {episodes[-1]}")
         if recorder is not None and result.frames:
-            steps = {key: np.stack([frame[key] for frame in result.frames]) for key in keys}
+            sent = [key for key in SENT_KEYS if key in result.frames[0]]  # what reached the arm
+            recorded = [*keys, *sent]
+            steps = {key: np.stack([frame[key] for frame in result.frames]) for key in recorded}
             recorder.append_episode(steps, {"seed": seed, "success": result.success})
     return episodes, latency
 

@@ -23,6 +23,7 @@ from robopolicy.config.errors import run_hydra_main
 from robopolicy.eval.env_check import EnvConfigError, check_env_config
 from robopolicy.eval.evaluate import evaluate_policy, summarize
 from robopolicy.policies.registry import load_policy
+from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
@@ -66,6 +67,7 @@ def check_envs(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> Path:
+    adopt_base_task(cfg, list(HydraConfig.get().overrides.task))  # RL: the checkpoint's task
     validate(cfg)  # types, ranges, cross-field rules: one line naming the key, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     check_envs(cfg)

@@ -70,6 +70,7 @@ from robopolicy.eval.rollout import ObservationHistory
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 logger = logging.getLogger(__name__)
+SENT_KEYS = ("sent_command", "sent_forwarded")  # per recorded frame: what reached the robot
 
 
 class ChunkScheduler:
@@ -371,7 +372,8 @@ def _sent_keys(outcome: object) -> dict[str, np.ndarray]:
     report what it sent)."""
     if not isinstance(outcome, SentAction):
         return {}
-    return {"sent_command": outcome.vector(), "sent_forwarded": np.bool_(outcome.arm_forwarded)}
+    command, forwarded = SENT_KEYS
+    return {command: outcome.vector(), forwarded: np.bool_(outcome.arm_forwarded)}
 
 
 def _sleep_until(when: float) -> float:

@@ -16,24 +16,31 @@ def pushcube_state_demos(tmp_path_factory):
     """100 state-only PushCube demonstrations from the scripted expert (seeds 0-99), made once
     per test session with datasets/collect.py, so RL tests see the same data on every machine
     (a fresh CI clone has no datasets/data/)."""
-    return _collect_pushcube_state(tmp_path_factory, 100, n_workers=2)
+    return _collect_state_demos(tmp_path_factory, "push_cube", 100, n_workers=2)
 
 
 @pytest.fixture(scope="session")
 def pushcube_state_demos_few(tmp_path_factory):
     """12 such demonstrations, for tests that train a base policy for a few steps on 10 episodes
     and need no more: one worker (no process start-up), ~5 s instead of the 100's ~15 s."""
-    return _collect_pushcube_state(tmp_path_factory, 12, n_workers=1)
+    return _collect_state_demos(tmp_path_factory, "push_cube", 12, n_workers=1)
 
 
-def _collect_pushcube_state(tmp_path_factory, n_episodes: int, n_workers: int):
-    out = tmp_path_factory.mktemp("pushcube") / "push_cube_state.zarr"
+@pytest.fixture(scope="session")
+def around_obstacle_state_demos(tmp_path_factory):
+    """100 state-only AroundObstacle demonstrations (seeds 0-99), both sides of the post, for
+    the DSRL test that steers a two-mode base to one side (~15 s)."""
+    return _collect_state_demos(tmp_path_factory, "around_obstacle", 100, n_workers=2)
+
+
+def _collect_state_demos(tmp_path_factory, task: str, n_episodes: int, n_workers: int):
+    out = tmp_path_factory.mktemp(task) / f"{task}_state.zarr"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
         [
             sys.executable,
             "datasets/collect.py",
-            "task=push_cube",
+            f"task={task}",
             f"n_episodes={n_episodes}",
             f"n_workers={n_workers}",
             "task.env_kwargs.obs_mode=state",

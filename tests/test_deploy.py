@@ -539,6 +539,11 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
     actions = buffer.read_all("action")
     assert actions.shape == (sum(lengths), 7) and np.isfinite(actions).all()
     assert buffer.read_all("object_state").shape == (sum(lengths), 9)
+    # beside each action, what the safety layer forwarded to the arm (all of them, as counted)
+    assert buffer.read_all("sent_forwarded").tolist() == [True] * sum(lengths)
+    sent_commands = buffer.read_all("sent_command")
+    assert sent_commands.dtype == np.float64 and sent_commands.shape[0] == sum(lengths)
+    assert np.isfinite(sent_commands).all() and np.abs(sent_commands).sum(axis=1).min() > 0
     assert "ready tcp://127.0.0.1" in (tmp_path / "run" / "server.log").read_text()
 
 

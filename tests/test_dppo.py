@@ -400,22 +400,21 @@ def test_updates_raise_the_reward_of_a_one_step_task():
 
 
 @pytest.mark.slow
-def test_short_dppo_run_raises_pushcube_success_above_the_base(tmp_path, pushcube_state_demos):
-    """A briefly trained diffusion base (~50-65% on PushCube), then DPPO with the settings of
-    conf/algo/dppo.yaml, on rollouts of 40 chunks per env and 5 epochs (2.5x smaller than the
-    defaults, to fit CI) for a few thousand chunk steps; both scored on the same 50 seeded
-    episodes by the evaluation that eval.py runs."""
-    dataset = pushcube_state_demos
+def test_short_dppo_run_raises_pushcube_success_by_fifteen_points(tmp_path, pushcube_state_demos):
+    """The main job's base (5000 steps on 100 demos: 50% in calibration), then 12 iterations of
+    DPPO (~77k env steps) with conf/algo/dppo.yaml's settings but minibatches of 800 pairs
+    instead of 4000 (5x the gradient steps per iteration: in calibration 50% -> 82% and 76% on
+    seeds 0 and 1, against 48% with 4000). Both scored on the same 50 seeded episodes by the
+    evaluation eval.py runs. The margin asked, +15 points, is about 1.5 standard errors of the
+    difference of two 50-episode rates below the +26 to +32 seen, and the run is seeded."""
     base_dir = tmp_path / "base"
+    evaluation = ("eval.n_episodes=50", "eval.n_envs=4", "eval.video_episodes=0")
     _run(
         "train.py",
         "+experiment=main_job",
-        f"task.dataset_path={dataset}",
-        "algo.num_steps=3000",
+        f"task.dataset_path={pushcube_state_demos}",
         "algo.eval_every=0",
-        "eval.n_episodes=50",
-        "eval.n_envs=4",
-        "eval.video_episodes=0",
+        *evaluation,
         f"hydra.run.dir={base_dir}",
     )
     base_success = json.loads((base_dir / "eval.json").read_text())["success_rate"]
@@ -427,16 +426,12 @@ def test_short_dppo_run_raises_pushcube_success_above_the_base(tmp_path, pushcub
         "torch_threads=1",
         "logger=none",
         "task.env_kwargs.obs_mode=state",
-        "algo.n_iterations=20",
-        "algo.n_steps=40",
-        "algo.ppo.update_epochs=5",
-        "algo.ppo.minibatch_size=1600",
+        "algo.n_iterations=12",
+        "algo.ppo.minibatch_size=800",
         "algo.eval_every=0",
-        "eval.n_episodes=50",
-        "eval.n_envs=4",
-        "eval.video_episodes=0",
+        *evaluation,
         f"hydra.run.dir={rl_dir}",
     )
     tuned_success = json.loads((rl_dir / "eval.json").read_text())["success_rate"]
-    assert base_success < 0.9
-    assert tuned_success > base_success, (base_success, tuned_success)
+    assert base_success < 0.8, base_success  # room for the margin
+    assert tuned_success >= base_success + 0.15, (base_success, tuned_success)

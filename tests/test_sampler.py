@@ -194,6 +194,22 @@ def test_fast_frame_path_with_other_codecs(tmp_path, compressor):
     np.testing.assert_array_equal(reader.read(1, 5), frames[1:5])
 
 
+def test_a_flipped_bit_in_a_frame_fails_its_checksum_naming_the_frame(tmp_path):
+    meta = {"obs": {"rgb": {"shape": [12, 10, 3], "type": "rgb"}}, "action": {"shape": [1]}}
+    frames = np.random.default_rng(2).integers(0, 256, (6, 12, 10, 3), dtype=np.uint8)
+    with DatasetWriter.create(tmp_path / "img.zarr", meta, fps=10) as writer:
+        writer.append_episode({"rgb": frames, "action": np.zeros((6, 1), np.float32)})
+    chunk = tmp_path / "img.zarr/data/rgb/3.0.0.0"
+    damaged = bytearray(chunk.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10  # inside the compressed payload, past blosc's header
+    chunk.write_bytes(bytes(damaged))
+    reader = FrameReader(ReplayBuffer.open(tmp_path / "img.zarr").data["rgb"])
+    assert reader.is_fast
+    np.testing.assert_array_equal(reader.read(0, 3), frames[:3])  # the others read as written
+    with pytest.raises(DatasetError, match=r"data/rgb: frame 3 is damaged .*crc32"):
+        reader.read(2, 5)
+
+
 def test_multi_frame_chunks_fall_back_to_zarr(tmp_path):
     frames = np.random.default_rng(1).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
     group = zarr.open_group(tmp_path / "dp.zarr", mode="w", zarr_format=2)

@@ -182,3 +182,35 @@ def test_around_obstacle_mode_split_is_configurable():
     _, info = env.reset(seed=0)
     assert info["mode"] == multimodal.UNDECIDED
     env.close()
+
+
+def test_a_required_side_makes_only_that_mode_succeed():
+    """The expert going left succeeds when left is required; going right it carries the cube
+    onto the target all the same, yet fails, and the dense reward is 0 from the wrong pass on."""
+    for side, expected in (("left", True), ("right", False)):
+        env = gym.make(
+            "robopolicy/AroundObstacle-v0",
+            obs_mode="state",
+            expert_left_prob=1.0,
+            required_side=side,
+            max_episode_steps=80,
+        )
+        expert = make_expert(env)
+        obs, info = env.reset(seed=3)
+        expert.reset(np.random.default_rng(3))
+        rewards_after_pass = []
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(expert.act(obs))
+            done = terminated or truncated
+            if info["mode"] != multimodal.UNDECIDED:
+                rewards_after_pass.append(reward)
+        assert info["mode"] == multimodal.LEFT
+        assert info["is_success"] is expected and terminated is expected
+        on_target = np.linalg.norm(env.unwrapped.goal_offset()) < multimodal.SUCCESS_RADIUS
+        assert on_target  # the cube was delivered either way
+        # the step of the pass itself is scored before the pass is detected
+        assert (max(rewards_after_pass[1:]) == 0.0) is not expected
+        env.close()
+    with pytest.raises(ValueError, match="required_side='up'"):
+        gym.make("robopolicy/AroundObstacle-v0", obs_mode="state", required_side="up")

@@ -7,6 +7,9 @@ Layout (see datasets/README.md for the full spec)::
     data/action            (N, Da) float32
     data/sim_state         (N, S) float64, optional: raw simulator state for re-rendering
     data/reward, data/done (N,) optional
+    data/sent_command      (N, C) float64, optional: deploy recordings, what reached the robot
+                           (the safety layer's forwarded arm target and gripper opening)
+    data/sent_forwarded    (N,) bool, optional: False where the arm got nothing that tick
     meta/episode_ends      (E,) int64, cumulative end index of each episode
     meta/episode_<name>    (E,) optional per-episode scalars (e.g. mode label, seed)
 
@@ -27,4 +30,6 @@ EXTRA_STEP_KEYS: dict[str, np.dtype] = {
     "sim_state": np.dtype(np.float64),
     "reward": np.dtype(np.float32),
     "done": np.dtype(np.bool_),
+    "sent_command": np.dtype(np.float64),  # deploy recordings (hardware/deploy.py module doc)
+    "sent_forwarded": np.dtype(np.bool_),
 }

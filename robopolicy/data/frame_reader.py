@@ -11,14 +11,16 @@ output buffer.
 
 The fast path is taken only when it is certainly equivalent to zarr's read:
 
-- zarr format 2 metadata (the replay-buffer layout), C order, no filters, native byte order;
+- zarr format 2 metadata (the replay-buffer layout), C order, native byte order, no filters
+  but the CRC-32 checksum robopolicy's writer adds (verified here as zarr would: a mismatch
+  raises, naming the frame);
 - chunks of exactly one frame: ``(1, *frame_shape)``;
 - a ``LocalStore`` (directory) or ``MemoryStore`` (``ReplayBuffer.open(..., in_memory=True)``).
 
 Anything else (a zip store, a diffusion_policy dataset whose image chunks hold many frames, an
-array with filters) falls back to one plain zarr read of the whole range per call, which is still
-one call per camera per sample. A chunk that was never written (zarr skips chunks that equal the
-fill value, e.g. an all-black frame) reads as the fill value, as zarr would.
+array with other filters) falls back to one plain zarr read of the whole range per call, which
+is still one call per camera per sample. A chunk that was never written (zarr skips chunks that
+equal the fill value, e.g. an all-black frame) reads as the fill value, as zarr would.
 
 ``MemoryStore`` keeps its contents in ``_store_dict``; zarr is pinned to 3.0.x (pyproject) and this
 attribute is read with ``getattr`` so that a zarr without it simply takes the fallback path.
@@ -32,11 +34,15 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from numcodecs import CRC32
 from numcodecs.compat import ensure_ndarray
 from zarr.core.metadata import ArrayV2Metadata
 from zarr.storage import LocalStore, MemoryStore
 
+from robopolicy.data.errors import DatasetError
+
 RawChunk = Callable[[int], "bytes | np.ndarray | None"]
+_CRC32 = CRC32()
 
 
 class FrameReader:
@@ -50,6 +56,7 @@ class FrameReader:
         if self._raw_chunk is not None:
             meta = array.metadata
             self._codec = meta.compressor
+            self._checksum = bool(meta.filters)  # _raw_chunk_source admits only CRC32
             fill = meta.fill_value if meta.fill_value is not None else 0
             self._fill = np.asarray(fill, dtype=self.dtype)
 
@@ -66,6 +73,8 @@ class FrameReader:
             raw = self._raw_chunk(index)
             if raw is None:
                 out[row] = self._fill
+            elif self._checksum:
+                out[row] = self._checked_frame(raw, index)
             elif self._codec is None:
                 out[row] = np.frombuffer(raw, dtype=self.dtype).reshape(self.frame_shape)
             else:
@@ -75,6 +84,17 @@ class FrameReader:
                     target[...] = ensure_ndarray(decoded).view(self.dtype).reshape(self.frame_shape)
         return out
 
+    def _checked_frame(self, raw, index: int) -> np.ndarray:
+        """A frame stored as compress(frame + CRC-32): decompressed, its checksum verified."""
+        payload = raw if self._codec is None else self._codec.decode(raw)
+        try:
+            frame = _CRC32.decode(payload)
+        except RuntimeError as error:  # numcodecs: "Stored and computed crc32 checksum ..."
+            store = getattr(self.array.store, "root", "in memory")
+            problem = f"frame {index} is damaged ({error}); run datasets/inspect.py --verify"
+            raise DatasetError(store, problem, self.array.path) from None
+        return ensure_ndarray(frame).view(self.dtype).reshape(self.frame_shape)
+
 
 def _raw_chunk_source(array: zarr.Array) -> RawChunk | None:
     """A function from frame index to that frame's stored chunk bytes, or None if unsupported."""
@@ -83,7 +103,10 @@ def _raw_chunk_source(array: zarr.Array) -> RawChunk | None:
         return None
     if tuple(meta.chunks) != (1, *array.shape[1:]):
         return None
-    if meta.filters or meta.order != "C" or not np.dtype(array.dtype).isnative:
+    checksum_only = all(isinstance(codec, CRC32) for codec in meta.filters or ())
+    if len(meta.filters or ()) > 1 or not checksum_only:
+        return None
+    if meta.order != "C" or not np.dtype(array.dtype).isnative:
         return None
     # The key of chunk (i, 0, ..., 0) is "<i>" followed by the same suffix for every frame.
     suffix = meta.encode_chunk_key((0,) * array.ndim)[1:]

@@ -23,10 +23,12 @@ full report. What is checked:
   with one entry per episode; and a store holding robopolicy's per-episode arrays without its
   root attributes (a deleted root ``.zattrs``).
 
-What no check can see: blosc keeps no checksum, so a flipped bit in a directory store's chunk
-that still decodes to plausible values (a different pixel, a finite float within range, another
-seed, an episode boundary moved but still increasing) reads as data. A zip store's entries carry a
-CRC-32, which catches any flipped bit there when the entry is read whole (not in presence mode).
+Checksums: every chunk robopolicy's writer stores carries a CRC-32 of its raw bytes (the
+``crc32`` filter, robopolicy/data/writer.py), so any flipped bit in a decoded chunk is reported
+(bench/results/dataset_corruption.json: 0 of 561 damaged copies accepted). A store written by
+other tools without that filter keeps blosc's lack of one: a flipped bit there that still decodes
+to plausible values (a different pixel, a finite float within range) reads as data. A zip
+store's entries carry their own CRC-32 too.
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
 LOW_DIM_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+# Every chunk of every array carries a CRC-32 of its raw bytes (numcodecs' crc32 filter, which
+# zarr 2 and 3 readers apply): blosc keeps no checksum, so without it a flipped bit that still
+# decompresses reads as data; with it, any flipped bit fails the read and `inspect.py --verify`.
+CHECKSUM_FILTERS = (numcodecs.CRC32(),)
 LOW_DIM_CHUNK_BYTES = 1 << 20  # low-dim arrays are chunked along time in ~1 MiB pieces
 
 
@@ -116,7 +120,9 @@ class DatasetWriter:
         )
         root.create_group("data")
         meta = root.create_group("meta")
-        meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype=np.int64)
+        meta.create_array(
+            "episode_ends", shape=(0,), chunks=(4096,), dtype=np.int64, filters=CHECKSUM_FILTERS
+        )
         writer = cls(path, root, directory if is_zip_path(path) else None, zip_flush_every)
         writer.flush()
         return writer
@@ -318,7 +324,12 @@ class DatasetWriter:
                 LOW_DIM_COMPRESSOR,
             )
         return data.create_array(
-            key, shape=(0, *row_shape), chunks=chunks, dtype=values.dtype, compressors=compressor
+            key,
+            shape=(0, *row_shape),
+            chunks=chunks,
+            dtype=values.dtype,
+            compressors=compressor,
+            filters=CHECKSUM_FILTERS,
         )
 
     def _episode_meta_array(self, meta: zarr.Group, name: str, value: np.generic) -> zarr.Array:
@@ -332,7 +343,9 @@ class DatasetWriter:
                 "give every episode the same episode_meta fields",
                 key=f"meta/{key}",
             )
-        return meta.create_array(key, shape=(0,), chunks=(4096,), dtype=value.dtype)
+        return meta.create_array(
+            key, shape=(0,), chunks=(4096,), dtype=value.dtype, filters=CHECKSUM_FILTERS
+        )
 
 
 def _staging_dir(zip_path: Path) -> Path:

@@ -74,10 +74,34 @@ def remove_orphan_temporaries(path: str | os.PathLike) -> list[Path]:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint``; tensors are placed on ``device``."""
     path = Path(path)
+    tree = _stored_tree(path)
+    try:
+        tensors = load_file(path, device=str(device))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(path, f"not a readable safetensors file ({error})") from None
+    return _joined(path, tree, tensors)
+
+
+def read_checkpoint_header(path: str | os.PathLike) -> Any:
+    """A checkpoint's tree without reading one tensor: its JSON values (config, env spec,
+    counters, ...) as saved, each tensor leaf left as ``{"__tensor__": name}``."""
+    path = Path(path)
+    return _joined(path, _stored_tree(path), None)
+
+
+def _joined(path: Path, tree: Any, tensors: dict[str, torch.Tensor] | None) -> Any:
+    try:
+        return _join(tree, tensors)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        problem = f"its header's 'tree' is damaged ({type(error).__name__}: {error})"
+        raise CheckpointError(path, problem) from None
+
+
+def _stored_tree(path: Path) -> Any:
+    """The checked header of the checkpoint at ``path``: its tree as stored (JSON)."""
     if not path.is_file():
         raise CheckpointError(path, "no such file")
     try:
-        tensors = load_file(path, device=str(device))
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as error:
@@ -97,8 +121,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if "tree" not in metadata:
         raise CheckpointError(path, "its header has no 'tree' entry (damaged, or not a checkpoint)")
     try:
-        return _join(json.loads(metadata["tree"]), tensors)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        return json.loads(metadata["tree"])
+    except ValueError as error:
         problem = f"its header's 'tree' is damaged ({type(error).__name__}: {error})"
         raise CheckpointError(path, problem) from None
 
@@ -127,10 +151,11 @@ def _split(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     raise TypeError(f"cannot store {type(node).__name__} at {prefix!r} in a checkpoint")
 
 
-def _join(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _join(node: Any, tensors: dict[str, torch.Tensor] | None) -> Any:
+    """The tree ``_split`` stored, with its tensors (None: tensor leaves stay markers)."""
     if isinstance(node, dict):
         if _TENSOR in node:
-            return tensors[node[_TENSOR]]
+            return node if tensors is None else tensors[node[_TENSOR]]
         if _TUPLE in node:
             return tuple(_join(value, tensors) for value in node[_TUPLE])
         return {key: _join(value, tensors) for key, value in node["__dict__"]}

@@ -15,6 +15,13 @@ Success: the cube rests on the table (not held in the air) with its centre withi
 ``SUCCESS_RADIUS`` of the target's. The dense reward measures the remaining path *around* the
 post (via the nearer side's passing point), so that shaping does not pull the cube into it.
 
+``required_side`` (``any`` by default, ``left`` or ``right``) makes one mode the only right one:
+success then also needs the cube to have passed the post on that side, the dense reward's path
+goes through that side's passing point, and it is 0 once the cube has passed on the other side
+(the mode is the first pass, so success is then out of reach). A policy cloned from two-sided
+demos then succeeds only when its noise picks the required side: the task for steering a
+multimodal base (DSRL).
+
 Mode detection: ``info["mode"]`` is -1 until the cube first crosses the post's x, then 0 if it
 passed on the left (+y) and 1 on the right (-y); evaluation counts modes from it. It is tracked
 across ``step`` calls (like gymnasium's time limit), not part of the simulator state. The scripted
@@ -54,6 +61,12 @@ RESTING_HEIGHT = CUBE_HALF_SIZE + 0.005  # cube centre height that counts as on 
 CUBE_LOW, CUBE_HIGH = np.array([-0.2, -0.05]), np.array([-0.17, 0.05])
 TARGET_LOW, TARGET_HIGH = np.array([0.08, -0.05]), np.array([0.11, 0.05])
 LEFT, RIGHT, UNDECIDED = 0, 1, -1
+PASSING_POINTS = {LEFT: np.array([POST_X, PASS_Y]), RIGHT: np.array([POST_X, -PASS_Y])}
+SIDES = {
+    "any": (LEFT, RIGHT),
+    "left": (LEFT,),
+    "right": (RIGHT,),
+}  # required_side: modes that count
 
 
 class AroundObstacleEnv(TabletopEnv):
@@ -64,11 +77,14 @@ class AroundObstacleEnv(TabletopEnv):
     goal_offset_size = 2
     workspace_high = np.array([0.2, 0.35, POST_HEIGHT])
 
-    def __init__(self, expert_left_prob: float = 0.5, **kwargs) -> None:
+    def __init__(self, expert_left_prob: float = 0.5, required_side: str = "any", **kwargs) -> None:
         if not 0.0 <= expert_left_prob <= 1.0:
             raise ValueError(f"expert_left_prob={expert_left_prob} is not a probability")
+        if required_side not in SIDES:
+            raise ValueError(f"required_side={required_side!r} is not one of {list(SIDES)}")
         super().__init__(**kwargs)
         self.expert_left_prob = expert_left_prob
+        self.allowed_modes = SIDES[required_side]
         self.grasp = GraspCheck(self.model, self.arm.finger_bodies)
         self.cube_geom = self.model.geom("cube_geom").id
         self.mode = UNDECIDED
@@ -127,26 +143,33 @@ class AroundObstacleEnv(TabletopEnv):
         return self.grasp.holding(self.data, self.cube_geom)
 
     def remaining_path(self) -> float:
-        """Length of the cube's path to the target around the post: through the nearer passing
-        point while the cube is still behind the post, straight once past it."""
+        """Length of the cube's path to the target around the post: through the nearer allowed
+        passing point while the cube is still behind the post, straight once past it."""
         cube, target = self.cube_pose()[0][:2], self.target_xy()
         if cube[0] >= POST_X:
             return float(np.linalg.norm(target - cube))
         return min(
-            float(np.linalg.norm(side - cube) + np.linalg.norm(target - side))
-            for side in (np.array([POST_X, PASS_Y]), np.array([POST_X, -PASS_Y]))
+            float(
+                np.linalg.norm(PASSING_POINTS[mode] - cube)
+                + np.linalg.norm(target - PASSING_POINTS[mode])
+            )
+            for mode in self.allowed_modes
         )
 
     def is_success(self) -> bool:
         cube = self.cube_pose()[0]
         on_target = np.linalg.norm(cube[:2] - self.target_xy()) < SUCCESS_RADIUS
-        return bool(on_target and cube[2] < RESTING_HEIGHT)
+        allowed_side = len(self.allowed_modes) == 2 or self.mode in self.allowed_modes
+        return bool(on_target and cube[2] < RESTING_HEIGHT and allowed_side)
 
     def dense_reward(self) -> float:
         """0.1 for bringing the hand to the cube, 0.15 for holding it (or having it on the
-        target), 0.75 for shortening the path around the post; exactly 1 on success."""
+        target), 0.75 for shortening the path around the post; exactly 1 on success; 0 once the
+        cube has passed on a side other than ``required_side`` (success is then out of reach)."""
         if self.is_success():
             return 1.0
+        if self.mode not in (UNDECIDED, *self.allowed_modes):
+            return 0.0
         cube = self.cube_pose()[0]
         reward = 0.1 * (1.0 - np.tanh(10.0 * np.linalg.norm(self.eef_pose()[0] - cube)))
         if self.is_grasped() or np.linalg.norm(cube[:2] - self.target_xy()) < SUCCESS_RADIUS:
