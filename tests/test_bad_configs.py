@@ -229,7 +229,6 @@ BAD = (
 )
 SAMPLE = [  # through the entry points in the fast suite too: each stage and program once
     ("train.py", "policy=difusion"),
-    ("train.py", "algo.log_every=0"),
     ("train.py", "task.env_kwargs.robot=kuka"),
     ("eval.py", ""),
     ("datasets/collect.py", "teleop.pause_prob=2"),

@@ -61,10 +61,15 @@ def test_naming_another_task_than_the_checkpoints_stops_the_run(around_obstacle_
     cfg = _compose(overrides)
     with pytest.raises(ConfigError, match="was trained on robopolicy/AroundObstacle-v0"):
         adopt_base_task(cfg, overrides)
-    same = ["algo=dppo", f"checkpoint={around_obstacle_checkpoint}", "task=around_obstacle"]
+    same = [
+        "algo=dppo",
+        f"checkpoint={around_obstacle_checkpoint}",
+        "task=around_obstacle",
+        "task.env_kwargs.required_side=right",  # a key of that task: no + needed
+    ]
     cfg = _compose(same)
-    adopt_base_task(cfg, same)  # the checkpoint's own task, named: kept as composed
-    assert cfg.task.env_kwargs.obs_mode == "rgb"
+    adopt_base_task(cfg, same)  # the checkpoint's own task, named: its config, the overrides
+    assert cfg.task.env_kwargs.required_side == "right" and cfg.task.env_kwargs.obs_mode == "rgb"
 
 
 def test_behaviour_cloning_keeps_the_composed_task(around_obstacle_checkpoint):

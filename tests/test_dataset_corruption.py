@@ -1,6 +1,7 @@
 """Corruption harness: damaged copies of small valid stores through the checks of
 ``datasets/inspect.py --verify`` (``verify_dataset(images="full")``) and train.py's pre-flight
-(``check_dataset(images="presence")``), plus ``ReplayBuffer.open`` (what every other entry point
+(``check_dataset(images="presence")`` with its default size below which images are decoded
+too), plus ``ReplayBuffer.open`` (what every other entry point
 does first).
 
 The faults are in ``dataset_faults.py``; each is applied to a directory store and to a zip store
@@ -9,9 +10,10 @@ from the original (attributes, array metadata, values; unreadable counts as diff
 that leaves every value as it was is no damage. For every copy: no exception but ``DatasetError``
 escapes, a damaged copy is reported by --verify, and the originals are unchanged (file hashes).
 Bit flips inside a chunk are caught by the CRC-32 every chunk of robopolicy's writer carries
-(blosc itself keeps no checksum). The pre-flight may miss damage inside an image chunk's payload
-(it reads only the 16-byte header of image chunks); training then stops at that frame with one
-line naming it (robopolicy/data/frame_reader.py), and --verify reports it up front.
+(blosc itself keeps no checksum). The pre-flight decodes images too when they total at most
+``data.preflight_decode_images_mb`` (these small stores); above that it reads only the 16-byte
+header of image chunks, and damage inside an image chunk's payload then stops training at that
+frame with one line naming it (robopolicy/data/frame_reader.py); --verify reports it up front.
 
 The full harness is slow (``-m slow``, ~570 copies) and writes the counts per class to
 bench/results/dataset_corruption.json; the default suite runs one fault per class in-process,
@@ -37,6 +39,7 @@ import pytest
 import zarr
 from dataset_faults import BASES, Fault, all_faults
 
+from robopolicy.config.run import DataConfig
 from robopolicy.data import DatasetError, ReplayBuffer
 from robopolicy.data.store import open_read_store, pack_directory_to_zip, unpack_zip_to_directory
 from robopolicy.data.verify import check_dataset, verify_dataset
@@ -44,6 +47,7 @@ from robopolicy.data.verify import check_dataset, verify_dataset
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "dataset_corruption.json"
 KINDS = ("dir", "zip")
+PREFLIGHT_DECODE_BYTES = DataConfig.preflight_decode_images_mb * 2**20  # train.py's default
 BIT_FLIPS = ("chunk_bitflip", "image_payload")  # the classes where a copy may be undamaged
 
 
@@ -140,7 +144,7 @@ def run_case(fault: Fault, kind: str, bases: Bases, out: Path) -> Outcome:
     except Exception as error:
         tracebacks.append(f"verify: {type(error).__name__}: {error}")
     try:
-        check_dataset(path, images="presence")
+        check_dataset(path, images="presence", decode_images_up_to=PREFLIGHT_DECODE_BYTES)
     except DatasetError as error:
         preflight = str(error)
     except Exception as error:
@@ -160,8 +164,8 @@ def check_outcome(outcome: Outcome) -> None:
     for line in (outcome.full, outcome.preflight):
         assert line is None or "\n" not in line, f"{label}: {line!r}"
     assert not outcome.undetectable, f"{label}: damaged, and --verify accepted it"
-    if outcome.damaged and outcome.preflight is None and outcome.full is not None:
-        assert outcome.fault.image_payload, f"{label}: pre-flight missed {outcome.full}"
+    if outcome.damaged:  # these stores are far below the size up to which images are decoded
+        assert outcome.preflight is not None, f"{label}: pre-flight missed {outcome.full}"
 
 
 def cases(one_per_class: bool = False) -> list[tuple[Fault, str]]:
@@ -225,7 +229,8 @@ def test_corruption_harness(bases, tmp_path):
             {
                 "what": "damaged copies of a 4-episode store (directory and zip) through "
                 "verify_dataset(images='full') (= inspect.py --verify) and "
-                "check_dataset(images='presence') (= train.py's pre-flight); tests/"
+                "check_dataset(images='presence', decode_images_up_to=1 GiB) (= train.py's "
+                "pre-flight at its default data.preflight_decode_images_mb); tests/"
                 "test_dataset_corruption.py",
                 "seconds": round(seconds, 1),
                 "counts": counts,
@@ -240,7 +245,7 @@ def test_corruption_harness(bases, tmp_path):
         check_outcome(outcome)
     assert counts["total"]["damaged"] >= 300
     assert counts["total"]["raw tracebacks"] == 0
-    assert counts["total"]["accepted by --verify"] == 0
+    assert counts["total"]["accepted by --verify"] == counts["total"]["accepted by pre-flight"] == 0
     assert bases.unchanged(), "an original store was modified"
 
 
@@ -266,10 +271,10 @@ def _one_line_error(done, path: Path, program: str) -> str:
 
 
 def _entry_point_cases() -> list[tuple[Fault, str]]:
-    """One fault per class that both checks report, directory stores (zip for zip faults)."""
+    """One fault per class, directory stores (zip for zip faults)."""
     chosen, seen = [], set()
     for fault, kind in cases():
-        if fault.cls not in seen and not fault.image_payload:
+        if fault.cls not in seen:
             seen.add(fault.cls)
             chosen.append((fault, kind))
     return chosen

@@ -68,6 +68,27 @@ def test_create_refuses_to_overwrite(tmp_path):
     assert ReplayBuffer.open(path).n_episodes == 1, "the refused create must not touch the data"
 
 
+@pytest.mark.parametrize(
+    ("arguments", "key"),
+    [
+        ({"fps": 0}, "fps"),
+        ({"fps": float("nan")}, "fps"),
+        ({"fps": "10"}, "fps"),
+        ({"fps": 10, "env_spec": "robopolicy/PushCube-v0"}, "env_spec"),
+        ({"fps": 10, "env_spec": {"id": 3}}, "env_spec.id"),
+        ({"fps": 10, "env_spec": {"id": "x", "kwargs": []}}, "env_spec.kwargs"),
+    ],
+)
+def test_create_checks_its_arguments_before_overwriting_anything(tmp_path, arguments, key):
+    path = tmp_path / "demo.zarr"
+    write_dataset(path, n_episodes=1)
+    with pytest.raises(DatasetError, match=f"demo.zarr: {key}: "):
+        DatasetWriter.create(path, SHAPE_META, overwrite=True, **arguments)
+    assert ReplayBuffer.open(path).n_episodes == 1, "a refused create must not touch the data"
+    with DatasetWriter.create(path, SHAPE_META, fps=np.int64(10), overwrite=True) as writer:
+        assert writer.n_episodes == 0  # numpy numbers are numbers
+
+
 def test_bad_episodes_are_refused_before_anything_is_written(tmp_path):
     path = tmp_path / "demo.zarr"
     write_dataset(path, n_episodes=1)

@@ -373,7 +373,7 @@ def test_dsrl_steers_a_two_mode_base_to_the_required_side(tmp_path, around_obsta
         "train.py",
         "algo=dsrl",
         f"checkpoint={checkpoint}",  # the run's task: the checkpoint's (AroundObstacle)
-        "task.env_kwargs.required_side=left",
+        "+task.env_kwargs.required_side=left",  # a key the default task (PushCube) lacks
         "algo.total_env_steps=15000",
         # short-run settings (the defaults are for ~600k env steps): the shaped reward, 4
         # updates per transition, a small initial temperature

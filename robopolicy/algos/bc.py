@@ -148,8 +148,12 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
             cfg.task.dataset_path,
             f"no dataset here; make one with: python datasets/collect.py task={cfg.task.name}",
         )
-    # every low-dim chunk decoded and checked, image chunks for presence and size: one line
-    verified = check_dataset(cfg.task.dataset_path, images="presence")
+    # every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
+    # and header): one line
+    decode_up_to = cfg.data.preflight_decode_images_mb * 2**20
+    verified = check_dataset(
+        cfg.task.dataset_path, images="presence", decode_images_up_to=decode_up_to
+    )
     print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)
     _report_coverage(dataset.sampler)

@@ -95,6 +95,10 @@ class DataConfig:
     """The training data: loading, the validation split, batches and window padding."""
 
     in_memory: bool = True  # copy the dataset's compressed chunks into RAM before training
+    preflight_decode_images_mb: int = 1024  # train.py's pre-flight decodes every image chunk
+    #   (and checks its CRC-32) when all images are at most this many MiB uncompressed (~10 s
+    #   from a cold disk); above, it checks each chunk's presence and header only (seconds for
+    #   any size; datasets/inspect.py --verify decodes everything)
     val_ratio: float = 0.05  # share of episodes held out for the validation loss (episode-level
     #   split)
     max_train_episodes: int | None = None  # cap on training episodes, for data-scaling runs
@@ -113,7 +117,7 @@ class DataConfig:
     def check(self) -> None:
         require(0 <= self.val_ratio < 1, "val_ratio", self.val_ratio, "expected a number in [0, 1)")
         at_least(self, 1, "max_train_episodes", "batch_size", "val_batches")
-        at_least(self, 0, "num_workers")
+        at_least(self, 0, "num_workers", "preflight_decode_images_mb")
         one_of(self, "end_padding", END_PADDING)
         one_of(self, "pad_action", PAD_ACTION)
 

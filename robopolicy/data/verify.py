@@ -33,6 +33,7 @@ store's entries carry their own CRC-32 too.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -83,8 +84,12 @@ class VerifyReport:
         return f"{verdict} in {checked}"
 
 
-def verify_dataset(path: str | os.PathLike, *, images: str = "full") -> VerifyReport:
-    """Check the dataset at ``path`` (see the module docstring); never raises for bad data."""
+def verify_dataset(
+    path: str | os.PathLike, *, images: str = "full", decode_images_up_to: int = 0
+) -> VerifyReport:
+    """Check the dataset at ``path`` (see the module docstring); never raises for bad data.
+    With ``images="presence"``, images are decoded all the same when all of them together are
+    at most ``decode_images_up_to`` bytes uncompressed."""
     if images not in IMAGE_MODES:
         raise ValueError(f"images={images!r}: expected one of {IMAGE_MODES}")
     start = time.perf_counter()
@@ -95,15 +100,17 @@ def verify_dataset(path: str | os.PathLike, *, images: str = "full") -> VerifyRe
         report.problems.append(Problem(error.key or "store", error.problem))
     else:
         with raw:
-            _verify(raw, report)
+            _verify(raw, report, decode_images_up_to)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def check_dataset(path: str | os.PathLike, *, images: str = "full") -> VerifyReport:
+def check_dataset(
+    path: str | os.PathLike, *, images: str = "full", decode_images_up_to: int = 0
+) -> VerifyReport:
     """``verify_dataset``, raising one ``DatasetError`` (the first problem, the count of the
     others) unless the dataset passes; returns the report when it does."""
-    report = verify_dataset(path, images=images)
+    report = verify_dataset(path, images=images, decode_images_up_to=decode_images_up_to)
     if not report.ok:
         first, more = report.problems[0], len(report.problems) - 1
         others = (
@@ -113,7 +120,7 @@ def check_dataset(path: str | os.PathLike, *, images: str = "full") -> VerifyRep
     return report
 
 
-def _verify(raw: RawStore, report: VerifyReport) -> None:
+def _verify(raw: RawStore, report: VerifyReport, decode_images_up_to: int) -> None:
     layout = read_layout(raw)
     report.problems += layout.problems
     if layout.zarr_format == 3:
@@ -122,9 +129,15 @@ def _verify(raw: RawStore, report: VerifyReport) -> None:
         return
     buffer, structure = _open_buffer(report.path)
     images = _image_keys(layout, buffer)
+    image_bytes = sum(
+        math.prod(layout.arrays[key].shape) * layout.arrays[key].dtype.itemsize
+        for key in images
+        if key in layout.arrays
+    )
+    decode_images = report.images == "full" or image_bytes <= decode_images_up_to
     value_problems = []
     for key, meta in layout.arrays.items():
-        decode = report.images == "full" or key not in images
+        decode = decode_images or key not in images
         values = _ValueCheck(key, meta, buffer) if decode and meta.dtype.kind in "fb" else None
         problems, checked = check_chunks(raw, key, meta, _rows(key, meta, buffer), decode, values)
         report.problems += problems

@@ -37,7 +37,7 @@ import zarr
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.format import EXTRA_STEP_KEYS, FORMAT_NAME, FORMAT_VERSION, PENDING_ATTR
-from robopolicy.data.reader import ReplayBuffer
+from robopolicy.data.reader import ReplayBuffer, attribute_problems
 from robopolicy.data.shape_meta import STORED_DTYPES, validate_shape_meta
 from robopolicy.data.store import (
     AtomicLocalStore,
@@ -97,9 +97,14 @@ class DatasetWriter:
         overwrite: bool = False,
         zip_flush_every: int = 10,
     ) -> DatasetWriter:
-        """Start a new, empty dataset at ``path`` (``*.zip`` for a zip store)."""
+        """Start a new, empty dataset at ``path`` (``*.zip`` for a zip store). Every argument is
+        checked before anything on disk is touched (``overwrite`` included)."""
         path = Path(path)
         shape_meta = validate_shape_meta(shape_meta, where=path)
+        fps = fps.item() if isinstance(fps, np.generic) else fps
+        attrs = {"fps": fps, "env_spec": {} if env_spec is None else env_spec}
+        for key, problem in attribute_problems(attrs, native=True):
+            raise DatasetError(path, problem, key.removeprefix("attrs."))
         if path.exists():
             if not overwrite:
                 raise DatasetError(path, "already exists (pass overwrite=True to replace it)")

@@ -2,11 +2,12 @@
 
 ``python train.py algo=dppo checkpoint=PATH`` fine-tunes the policy in PATH on the task it was
 trained on. The checkpoint's resolved config holds that task (``config.task``: env id, kwargs,
-fps, time limit); it replaces the composed default (PushCube), and every ``task.*`` override
-of the command line is applied on top of it (``task.env_kwargs.obs_mode=state``,
-``+task.env_kwargs.required_side=left``). Naming a task group (``task=pick_lift``) keeps the
-composed task, which must then be the checkpoint's env: a different one stops the run in one
-line, as does a checkpoint whose env is not the composed task's when it records no task config.
+fps, time limit); it replaces the composed task, and every ``task.*`` override of the command
+line is applied on top of it (``task.env_kwargs.obs_mode=state``). A key the composed default
+task (PushCube) lacks is added with ``+`` (``+task.env_kwargs.required_side=left``), or the
+checkpoint's task is named (``task=around_obstacle task.env_kwargs.required_side=left``).
+Naming a task of another env stops the run in one line, as does a checkpoint of another env
+that records no task config (the composed task is then used as it is).
 """
 
 from __future__ import annotations
@@ -31,14 +32,19 @@ def adopt_base_task(cfg: DictConfig, command_line: list[str]) -> None:
     base_env = (header.get("env_spec") or {}).get("id")
     base_task = (header.get("config") or {}).get("task") or {}
     key = "resume" if cfg.get("resume") else "checkpoint"
-    if _chooses_task_group(command_line) or "env_id" not in base_task:
-        if base_env and base_env != cfg.task.env_id:
-            raise ConfigError(
-                "task.env_id",
-                cfg.task.env_id,
-                f"{key}={source} was trained on {base_env}; leave task= out to fine-tune on "
-                "the checkpoint's task",
+    if base_env and base_env != cfg.task.env_id:
+        if _chooses_task_group(command_line):
+            expected = (
+                f"{key}={source} was trained on {base_env}; leave task= out to fine-tune on it"
             )
+            raise ConfigError("task.env_id", cfg.task.env_id, expected)
+        if "env_id" not in base_task:
+            expected = (
+                f"{key}={source} was trained on {base_env} and records no task config; "
+                "name that task with task=<name>"
+            )
+            raise ConfigError("task.env_id", cfg.task.env_id, expected)
+    if "env_id" not in base_task:
         return
     try:
         task = OmegaConf.merge(OmegaConf.structured(TaskConfig), base_task)
