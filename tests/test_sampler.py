@@ -101,6 +101,24 @@ def test_every_window_stays_in_one_episode_and_matches_a_brute_force_gather(
     assert len(seen) == len(sampler)
 
 
+def test_a_batch_is_its_samples_stacked(dataset):
+    """get_batch (one gather per array; what the training loader calls) equals the samples one
+    by one, padded windows at both ends included, in any order and with repeats."""
+    sampler = make(dataset, horizon=6, n_obs_steps=3, n_action_steps=2)
+    indices = np.random.default_rng(0).permutation(np.arange(len(sampler)).repeat(2))
+    batch = sampler.get_batch(indices)
+    singles = [sampler[int(index)] for index in indices]
+    np.testing.assert_array_equal(batch["action"], np.stack([s["action"] for s in singles]))
+    np.testing.assert_array_equal(batch["is_pad"], np.stack([s["is_pad"] for s in singles]))
+    for key in ("pos", "cam"):
+        np.testing.assert_array_equal(
+            batch["obs"][key], np.stack([s["obs"][key] for s in singles]), err_msg=key
+        )
+    assert batch["action"].dtype == np.float32 and batch["obs"]["cam"].dtype == np.uint8
+    with pytest.raises(IndexError, match="out of range"):
+        sampler.get_batch([0, len(sampler)])
+
+
 def test_observations_limited_to_n_obs_steps(dataset):
     sampler = make(dataset, horizon=7, n_obs_steps=3, n_action_steps=4, obs_keys=["cam"])
     sample = sampler[0]

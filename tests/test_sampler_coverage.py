@@ -67,6 +67,10 @@ def test_padding_past_the_end_holds_and_is_marked(tmp_path):
     first = sampler[0]
     np.testing.assert_array_equal(first["is_pad"][:1], [True])
     np.testing.assert_array_equal(first["action"][0], first["action"][1])
+    # the loader's batches (one gather for many windows, each held with its own last action)
+    every = np.arange(len(sampler))[::-1]
+    batch = sampler.get_batch(every)["action"]
+    np.testing.assert_array_equal(batch, np.stack([sampler[int(i)]["action"] for i in every]))
 
 
 @pytest.mark.parametrize("hold, pad_action", [(HOLD, "repeat"), (None, "auto")])

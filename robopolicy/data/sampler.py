@@ -313,23 +313,44 @@ class SequenceSampler:
 
     def __getitem__(self, index: int) -> dict:
         self._check_index(index)
-        start = int(self._starts[index])
-        steps = np.arange(start, start + self.horizon)
-        last = self._last[index]
-        rows = np.clip(steps, self._first[index], last)
-        obs_rows = rows[: self.n_obs_steps]
+        return {key: _first_of(value) for key, value in self.get_batch([index]).items()}
+
+    def get_batch(self, indices) -> dict:
+        """The windows at ``indices``, each array with a leading batch axis: exactly
+        ``self[i]`` for each ``i``, stacked, gathered with one indexing call per array (the
+        per-sample path costs ~40% of a low-dim training step in Python overhead)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        outside = indices[(indices < 0) | (indices >= len(self))]
+        if outside.size:
+            self._check_index(int(outside[0]))
+        steps = self._starts[indices, None] + np.arange(self.horizon)  # (B, horizon)
+        last = self._last[indices, None]
+        rows = np.clip(steps, self._first[indices, None], last)
+        obs_rows = rows[:, : self.n_obs_steps]
         obs = {key: values[obs_rows] for key, values in self._low_dim.items()}
-        # Edge padding only repeats frames, so the needed rows form one contiguous range.
-        low, high = int(obs_rows[0]), int(obs_rows[-1]) + 1
         for key, reader in self._images.items():
-            frames = reader.read(low, high)
-            obs[key] = frames if high - low == self.n_obs_steps else frames[obs_rows - low]
+            obs[key] = np.stack([self._frames(reader, sample_rows) for sample_rows in obs_rows])
         action = self._action[rows]
         after_end = steps > last
         if self._hold_zero is not None and after_end.any():
-            action[after_end] = hold_action(self._action[last], self._hold_zero)
+            hold = hold_action(self._action[last[:, 0]], self._hold_zero)  # (B, action_dim)
+            action[after_end] = np.broadcast_to(hold[:, None], action.shape)[after_end]
         return {
             "obs": {key: obs[key] for key in self.obs_keys},
             "action": action,
             "is_pad": rows != steps,
         }
+
+    def _frames(self, reader: FrameReader, obs_rows: np.ndarray) -> np.ndarray:
+        """One window's frames: edge padding only repeats frames, so the rows needed form one
+        contiguous range, read at once."""
+        low, high = int(obs_rows[0]), int(obs_rows[-1]) + 1
+        frames = reader.read(low, high)
+        return frames if high - low == self.n_obs_steps else frames[obs_rows - low]
+
+
+def _first_of(value):
+    """The first sample of a batched array, or of each array of a dict."""
+    if isinstance(value, dict):
+        return {key: item[0] for key, item in value.items()}
+    return value[0]

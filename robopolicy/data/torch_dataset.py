@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import numcodecs.blosc
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from robopolicy.data.reader import ReplayBuffer
 from robopolicy.data.sampler import SequenceSampler
@@ -69,12 +69,28 @@ class SequenceDataset(Dataset):
         return len(self.sampler)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.sampler[index]
-        return {
-            "obs": {key: torch.from_numpy(value) for key, value in sample["obs"].items()},
-            "action": torch.from_numpy(sample["action"]),
-            "is_pad": torch.from_numpy(sample["is_pad"]),
-        }
+        return _as_tensors(self.sampler[index])
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A whole batch in one gather (the DataLoader calls this instead of ``__getitem__``
+        per index; ``batched_collate`` then passes it through)."""
+        return _as_tensors(self.sampler.get_batch(indices))
+
+
+def _as_tensors(sample: dict) -> dict:
+    return {
+        "obs": {key: torch.from_numpy(value) for key, value in sample["obs"].items()},
+        "action": torch.from_numpy(sample["action"]),
+        "is_pad": torch.from_numpy(sample["is_pad"]),
+    }
+
+
+def batched_collate(batch):
+    """The DataLoader's collate for ``SequenceDataset``: its batches come stacked already
+    (``__getitems__``); anything else (a list of samples) is stacked by torch's default."""
+    if isinstance(batch, dict):
+        return batch
+    return default_collate(batch)
 
 
 class ResumableRandomSampler(Sampler[int]):
@@ -229,5 +245,6 @@ def make_dataloader(
         persistent_workers=parallel,
         prefetch_factor=prefetch_factor if parallel else None,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=batched_collate,
     )
     return ResumableDataLoader(loader, sampler)
