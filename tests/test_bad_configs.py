@@ -399,3 +399,27 @@ def test_every_bad_config_stops_the_entry_point_at_start_up(
     overrides = _overrides(script, overrides, ckpt, tmp_path)
     done, seconds = warm_entry_points.run(script, overrides, tmp_path)
     _check_stopped_at_start_up(script, key, done, seconds, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_a_run_directory_that_is_a_file_is_one_line(script, ckpt, tmp_path):
+    """Hydra makes the run directory before the program runs; a file in its place is refused."""
+    occupied = tmp_path / "occupied"
+    occupied.write_text("a file, kept as it is\n")
+    overrides = [*_overrides(script, "", ckpt, tmp_path), f"hydra.run.dir={occupied}"]
+    done = subprocess.run(
+        [sys.executable, script, *overrides],
+        cwd=REPO,
+        env=_entry_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert (
+        lines[0].startswith(f"{Path(script).name}: error: hydra.run.dir=")
+        and "is a file" in lines[0]
+    )
+    assert occupied.read_text() == "a file, kept as it is\n"

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -53,6 +55,7 @@ def run_hydra_main(program: str, main: Callable[[], Any]) -> Any:
     os.environ["HYDRA_FULL_ERROR"] = "1"
 
     def job() -> Any:
+        _check_output_dirs(sys.argv[1:])
         try:
             return main()
         except (HydraException, OmegaConfBaseException) as error:
@@ -61,6 +64,15 @@ def run_hydra_main(program: str, main: Callable[[], Any]) -> Any:
             raise config_error(error) from None
 
     return run_reporting_errors(program, job)
+
+
+def _check_output_dirs(overrides: list[str]) -> None:
+    """Hydra creates its run directory before the program's code runs, and an existing file in
+    its place would end that in a traceback: refuse it in one line instead."""
+    for item in overrides:
+        key, _, value = item.lstrip("+").partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
+            raise ConfigError(key, value, "is a file; expected a directory to write the run to")
 
 
 def config_error(error: Exception) -> ConfigError:
