@@ -363,7 +363,7 @@ def test_reinflow_run_resumes_and_writes_a_plain_flow_policy(tmp_path):
 def _run(*args: str) -> None:
     env = {**os.environ, "MUJOCO_GL": "egl"}
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500
     )
     assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
