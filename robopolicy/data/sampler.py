@@ -312,7 +312,6 @@ class SequenceSampler:
             raise IndexError(f"window {index} out of range for {len(self)} windows")
 
     def __getitem__(self, index: int) -> dict:
-        self._check_index(index)
         return {key: _first_of(value) for key, value in self.get_batch([index]).items()}
 
     def get_batch(self, indices) -> dict:
