@@ -119,6 +119,31 @@ def test_push_t_coverage_is_full_on_target():
     env.close()
 
 
+def test_push_t_goal_offset_is_one_value_per_pose_and_turns_smoothly():
+    """object_to_goal must not depend on the quaternion's sign (a T turned past half a turn is
+    simulated as -q) and must not jump anywhere on a full turn, unlike object_state."""
+    env = push_t.PushTEnv(obs_mode="state")
+    env.reset(seed=0)
+    x, y, target_yaw = push_t.TARGET_POSE
+    joint = env.model.joint("tblock_joint").qposadr[0]
+    offsets = []
+    for yaw in np.linspace(-np.pi, np.pi, 73):
+        set_planar_pose(env.model, env.data, "tblock_joint", [x + 0.05, y - 0.02, 0.015], yaw)
+        mujoco.mj_forward(env.model, env.data)
+        offset = env.goal_offset()
+        env.data.qpos[joint + 3 : joint + 7] *= -1.0  # the same pose, the other sign
+        mujoco.mj_forward(env.model, env.data)
+        np.testing.assert_allclose(env.goal_offset(), offset, atol=1e-9)
+        np.testing.assert_allclose(offset[:2], [-0.05, 0.02], atol=1e-9)
+        turn = target_yaw - yaw
+        np.testing.assert_allclose(offset[2:], [np.sin(turn), np.cos(turn)], atol=1e-9)
+        offsets.append(offset)
+    assert np.abs(np.diff(offsets, axis=0)).max() < 0.1  # 5-degree steps: no jump
+    obs = env._observation()
+    assert obs["object_pos"].shape == (3,) and obs["object_to_goal"].shape == (4,)
+    env.close()
+
+
 def test_stack_success_needs_a_resting_on_b():
     env = stack.StackEnv(obs_mode="state")
     env.reset(seed=0)

@@ -18,7 +18,11 @@ points of the T) and is the dense reward, as in the original.
 The block has contact priority over the table and fingers, so its own friction (0.5) applies to
 its contacts: lower than the table's, so that a push slides it rather than tipping it over.
 
-``object_state`` (10,): the T's position (3), quaternion wxyz (4), target x, y, yaw (3).
+``object_state`` (10,): the T's position (3), quaternion wxyz (4), target x, y, yaw (3). The
+quaternion's sign follows the simulation (a T turned past half a turn shows ``-q`` for the pose
+it showed as ``q`` before), so one pose can be seen two ways. ``object_pos`` (the T's position)
+and ``object_to_goal`` (target minus T in x and y, then the sine and cosine of the yaw still to
+turn) say the same without that ambiguity, and with no jump anywhere on the turn.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class PushTEnv(TabletopEnv):
     """Franka Panda (by default) pushes a T block onto a T target; ``ee_delta`` at 10 Hz."""
 
     object_state_size = 10
+    object_positions_size = 3  # the T's position
+    goal_offset_size = 4  # target minus T in x, y; sin and cos of the yaw still to turn
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -141,6 +147,14 @@ class PushTEnv(TabletopEnv):
     def object_state(self) -> np.ndarray:
         body = self.data.body("tblock")
         return np.concatenate([body.xpos, body.xquat, TARGET_POSE])
+
+    def object_positions(self) -> np.ndarray:
+        return self.data.body("tblock").xpos.copy()
+
+    def goal_offset(self) -> np.ndarray:
+        pose = self.block_pose()
+        yaw_to_turn = wrap_angle(TARGET_POSE[2] - pose[2])
+        return np.array([*(TARGET_POSE[:2] - pose[:2]), np.sin(yaw_to_turn), np.cos(yaw_to_turn)])
 
     def pose_error(self) -> tuple[float, float]:
         """Distance (m) and absolute yaw difference (rad) between the T and the target."""
