@@ -116,6 +116,7 @@ TRAIN = [
     f"{TRANSFORMER} backbone.kwargs.dropout=1.5|backbone.kwargs.dropout",
     "backbone.kwargs.kernel_size=4|backbone.kwargs.kernel_size",
     "backbone.kwargs.n_groups=7|backbone.kwargs.n_groups",
+    "backbone.kwargs.layout=unet|backbone.kwargs.layout",
     # DPPO
     "algo=dppo|checkpoint",
     "algo=dppo checkpoint=no_such_base.safetensors|checkpoint",

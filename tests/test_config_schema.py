@@ -136,12 +136,13 @@ def test_the_chain_ppo_defaults_live_once_and_are_dppos():
 def test_the_schemas_choices_are_the_librarys():
     from robopolicy.config import algos, policy, run
     from robopolicy.data import sampler
-    from robopolicy.models import mlp
+    from robopolicy.models import mlp, unet1d
     from robopolicy.policies import base, diffusion, flow, noise_schedules
 
     pairs = [
         (policy.BACKBONES, base.BACKBONES),
         (policy.ACTIVATIONS, mlp.ACTIVATIONS),
+        (policy.UNET_LAYOUTS, unet1d.LAYOUTS),
         (policy.DIFFUSION_SAMPLERS, diffusion.SAMPLERS),
         (policy.DIFFUSION_PREDICTIONS, diffusion.PREDICTION_TYPES),
         (policy.BETA_SCHEDULES, noise_schedules.SCHEDULES),

@@ -15,6 +15,8 @@ from torch import nn
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.eval.envs import policy_act_fn
 from robopolicy.policies import DiffusionPolicy, FlowPolicy, RegressionPolicy
+from robopolicy.policies.registry import load_policy, policy_record
+from robopolicy.training.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -303,6 +305,30 @@ def test_state_dict_round_trip(cls):
         policy.predict_action(obs, noise=noise)["action_pred"],
         restored.predict_action(obs, noise=noise)["action_pred"],
     )
+
+
+def test_a_checkpoint_from_before_the_unet_layout_option_loads_as_every_level(tmp_path):
+    """Checkpoints written before ``layout`` existed hold the every_level UNet and record no
+    layout; they rebuild that network. New policies record theirs (diffusion_policy unless
+    given), so a checkpoint always names the network it holds."""
+    normalizer = Normalizer.from_shape_meta(SHAPE_META)
+    normalizer.fit({"state": torch.randn(50, 4), "action": torch.rand(50, 2)})
+    kwargs = {**BACKBONE_KWARGS["unet1d"], "layout": "every_level"}
+    old = make_policy(DiffusionPolicy, "unet1d", backbone_kwargs=kwargs)
+    old.normalizer = normalizer
+    record = policy_record(old, old.state_dict())
+    del record["config"]["backbone_kwargs"]["layout"]
+    path = save_checkpoint(tmp_path / "old.safetensors", {"policy": record})
+    loaded, _ = load_policy(path)
+    assert loaded.denoiser.layout == "every_level"
+    assert loaded.config["backbone_kwargs"]["layout"] == "every_level"
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    assert torch.equal(
+        old.eval().predict_action(obs, noise=noise)["action"],
+        loaded.predict_action(obs, noise=noise)["action"],
+    )
+    new = make_policy(DiffusionPolicy, "unet1d")
+    assert new.config["backbone_kwargs"]["layout"] == "diffusion_policy"
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from robopolicy.config.checks import (
 )
 
 BACKBONES = ("unet1d", "transformer", "mlp")  # robopolicy.policies.base.BACKBONES
+UNET_LAYOUTS = ("diffusion_policy", "every_level")  # robopolicy.models.unet1d.LAYOUTS
 ACTIVATIONS = ("mish", "relu", "gelu", "silu", "tanh")  # robopolicy.models.mlp.ACTIVATIONS
 NORMALIZER_MODES = ("limits", "gaussian")  # robopolicy.data.normalizer.MODES (image: automatic)
 DIFFUSION_SAMPLERS = ("ddim", "ddpm")  # robopolicy.policies.diffusion.SAMPLERS
@@ -225,9 +226,14 @@ class UNet1DKwargs:
     kernel_size: int = 5  # temporal convolution width (odd: the convolutions keep the length)
     n_groups: int = 8  # GroupNorm groups (must divide every width)
     time_embed_dim: int = 128  # width of the sinusoidal time embedding
+    layout: str = "diffusion_policy"  # up path: diffusion_policy (Chi et al.'s network: an up
+    #   level per down level but the first, 4.58M parameters at 64-128-256) | every_level (this
+    #   project's first network, +45% parameters, ~58% more FLOPs; checkpoints written before
+    #   this option hold it; PickLift: docs/benchmarks.md, issue 18)
 
     def check(self) -> None:
         widths(self, "down_dims")
+        one_of(self, "layout", UNET_LAYOUTS)
         at_least(self, 1, "kernel_size", "n_groups", "time_embed_dim")
         require(self.kernel_size % 2 == 1, "kernel_size", self.kernel_size, "expected an odd width")
         require(

@@ -171,6 +171,8 @@ class BasePolicy(nn.Module, ABC):
         self.denoiser = make_denoiser(
             backbone, self.action_dim, horizon, self.cond_dim, backbone_kwargs
         )
+        if backbone == "unet1d":  # recorded, so that a checkpoint names the network it holds
+            self.config["backbone_kwargs"]["layout"] = self.denoiser.layout
 
     @classmethod
     def from_config(cls, config: dict, normalizer: nn.Module) -> BasePolicy:
