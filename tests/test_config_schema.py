@@ -141,11 +141,13 @@ def test_the_schemas_choices_are_the_librarys():
 
     pairs = [
         (policy.BACKBONES, base.BACKBONES),
+        (policy.AUTOCAST_DTYPES, base.AUTOCAST_DTYPES),
         (policy.ACTIVATIONS, mlp.ACTIVATIONS),
         (policy.UNET_LAYOUTS, unet1d.LAYOUTS),
         (policy.DIFFUSION_SAMPLERS, diffusion.SAMPLERS),
         (policy.DIFFUSION_PREDICTIONS, diffusion.PREDICTION_TYPES),
         (policy.BETA_SCHEDULES, noise_schedules.SCHEDULES),
+        (policy.TIMESTEP_SPACINGS, noise_schedules.TIMESTEP_SPACINGS),
         (policy.FLOW_SOLVERS, flow.SOLVERS),
         (policy.FLOW_PREDICTIONS, flow.PREDICTION_TYPES),
         (policy.TIME_SAMPLINGS, flow.TIME_SAMPLINGS),
