@@ -12,7 +12,7 @@ from robopolicy.models import (
     TransformerDenoiser,
     resnet18_groupnorm,
 )
-from robopolicy.models.obs_encoder import RandomCrop, SpatialSoftmax
+from robopolicy.models.obs_encoder import RandomCrop, SpatialSoftmax, to_float_chw
 
 torch.set_num_threads(1)
 
@@ -199,6 +199,29 @@ def test_obs_encoder_per_camera(spatial_softmax):
     encoder.eval()
     obs = example_obs()
     assert torch.equal(encoder(obs), encoder(obs))  # centre crop: deterministic
+
+
+def test_image_path_is_channels_last_and_matches_the_nchw_network():
+    """Images enter as channels-last memory, the conv weights are channels-last (also after a
+    state-dict load), and the features equal those of the same weights in the default memory
+    format (the encoder before issue 18), up to float rounding."""
+    images = torch.randint(0, 256, (4, 24, 24, 3), dtype=torch.uint8)
+    chw = to_float_chw(images, 3)
+    assert chw.shape == (4, 3, 24, 24)
+    assert chw.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(chw, images.permute(0, 3, 1, 2).float() / 255)
+    torch.manual_seed(0)
+    encoder = ObsEncoder(SHAPE_META, crop_shape=(20, 20), image_feature_dim=8).eval()
+    fresh = ObsEncoder(SHAPE_META, crop_shape=(20, 20), image_feature_dim=8).eval()
+    fresh.load_state_dict(encoder.state_dict())
+    convs = [m for m in fresh.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    reference = ObsEncoder(SHAPE_META, crop_shape=(20, 20), image_feature_dim=8).eval()
+    reference.load_state_dict(encoder.state_dict())
+    reference.to(memory_format=torch.contiguous_format)
+    obs = example_obs()
+    with torch.no_grad():
+        assert torch.allclose(fresh(obs), reference(obs), atol=1e-5)
 
 
 def test_obs_encoder_shared_rgb_and_low_dim_mlp():

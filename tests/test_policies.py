@@ -307,6 +307,24 @@ def test_state_dict_round_trip(cls):
     )
 
 
+@pytest.mark.parametrize("cls", POLICIES)
+def test_bf16_autocast_inference_is_close_to_float32(cls):
+    """autocast_dtype=bf16 runs the networks in bfloat16 (the actions change a little) and
+    returns float32 actions; none is float32 exactly."""
+    policy = make_policy(cls, "unet1d").eval()
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    fp32 = policy.predict_action(obs, noise=noise)["action_pred"]
+    assert torch.equal(
+        policy.predict_action(obs, noise=noise, autocast_dtype="none")["action_pred"], fp32
+    )
+    bf16 = policy.predict_action(obs, noise=noise, autocast_dtype="bf16")["action_pred"]
+    assert bf16.dtype == torch.float32
+    assert not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).abs().max() < 0.25  # an untrained net, epsilon chain: ~0.19 seen
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        policy.predict_action(obs, noise=noise, autocast_dtype="fp16")
+
+
 def test_a_checkpoint_from_before_the_unet_layout_option_loads_as_every_level(tmp_path):
     """Checkpoints written before ``layout`` existed hold the every_level UNet and record no
     layout; they rebuild that network. New policies record theirs (diffusion_policy unless
