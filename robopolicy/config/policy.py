@@ -235,10 +235,11 @@ class UNet1DKwargs:
     kernel_size: int = 5  # temporal convolution width (odd: the convolutions keep the length)
     n_groups: int = 8  # GroupNorm groups (must divide every width)
     time_embed_dim: int = 128  # width of the sinusoidal time embedding
-    layout: str = "diffusion_policy"  # up path: diffusion_policy (Chi et al.'s network: an up
-    #   level per down level but the first, 4.58M parameters at 64-128-256) | every_level (this
-    #   project's first network, +45% parameters, ~58% more FLOPs; checkpoints written before
-    #   this option hold it; PickLift: docs/benchmarks.md, issue 18)
+    layout: str = "diffusion_policy"  # up path: diffusion_policy (Chi et al.'s network: one up
+    #   level fewer than down levels, the first level's skip unused; 4.58M parameters at
+    #   64-128-256) | every_level (this project's first network: an up level per down level,
+    #   +45% parameters, ~58% more FLOPs; checkpoints written before this option hold it).
+    #   PickLift, one short run each: 52% vs 46% (docs/benchmarks.md, issue 18)
 
     def check(self) -> None:
         widths(self, "down_dims")

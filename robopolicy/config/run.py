@@ -88,9 +88,9 @@ class SamplerOptions:
     #   policy's default)
     timestep_spacing: str | None = None  # diffusion only: linspace | leading | trailing (null:
     #   the policy's timestep_spacing)
-    autocast_dtype: str | None = None  # bf16: the observation encoder and the denoiser run under
-    #   CPU bfloat16 autocast (CPU inference only; docs/benchmarks.md, issue 18) | none (null:
-    #   none, float32)
+    autocast_dtype: str | None = None  # none (float32) | bf16 (the observation encoder and the
+    #   denoiser under bfloat16 autocast; on this project's CPU it was ~1.35x slower at batch 1:
+    #   docs/benchmarks.md, issue 18); null: none
 
     def check(self) -> None:
         at_least(self, 1, "num_steps")
