@@ -30,6 +30,7 @@ PAD_ACTION = ("auto", "hold", "repeat")  # robopolicy.data.sampler.PAD_ACTION
 WANDB_MODES = ("offline", "online", "disabled")
 RL_ALGORITHMS = ("dppo", "reinflow", "dsrl")  # the algorithms that fine-tune a checkpoint
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+RUNTIMES = ("eager", "onnx")  # robopolicy.policies.runtime.RUNTIMES
 
 
 def check_runtime(node: Any) -> None:
@@ -81,6 +82,9 @@ class SamplerOptions:
     solver: str | None = None  # flow only: euler | midpoint | heun (null: the policy's default)
     noise_std: float | None = None  # flow only: per-step noise, 0 deterministic (null: the
     #   policy's default)
+    runtime: str = "eager"  # eager (the policy's torch code) | onnx (the encoder and the whole
+    #   deterministic chain as one graph on onnxruntime, cached per weights and settings:
+    #   robopolicy/policies/runtime.py)
 
     def check(self) -> None:
         at_least(self, 1, "num_steps")
@@ -88,6 +92,15 @@ class SamplerOptions:
         in_range(self, 0, 1, "eta")
         one_of(self, "solver", FLOW_SOLVERS)
         non_negative(self, "noise_std")
+        one_of(self, "runtime", RUNTIMES)
+        stochastic = self.sampler == "ddpm" or bool(self.eta) or bool(self.noise_std)
+        require(
+            self.runtime != "onnx" or not stochastic,
+            "runtime",
+            self.runtime,
+            "onnx runs a deterministic sampler only (ddim with eta=0, or noise_std=0): use "
+            "runtime=eager for ddpm, eta > 0 or noise_std > 0",
+        )
 
 
 @dataclass
