@@ -126,8 +126,9 @@ class OnnxPolicy:
         self.n_action_steps = policy.n_action_steps
         self.action_dim = policy.action_dim
         self.device = policy.device
-        self.path = export_chain(policy, self.num_steps, options, Path(cache_dir or CACHE_DIR))
-        self.session = make_session(self.path, self.device)
+        self.path, self.session = load_chain(
+            policy, self.num_steps, options, Path(cache_dir or CACHE_DIR)
+        )
 
     @torch.no_grad()
     def predict_action(
@@ -152,13 +153,15 @@ class OnnxPolicy:
         return self.policy.action_output(torch.from_numpy(chunk).to(self.device))
 
 
-def export_chain(policy: BasePolicy, num_steps: int, options: dict, cache_dir: Path) -> Path:
-    """The cached ONNX graph of ``UnrolledChain(policy, num_steps, options)``, exported (and
-    checked against the eager chain) if it is not in ``cache_dir`` yet."""
+def load_chain(
+    policy: BasePolicy, num_steps: int, options: dict, cache_dir: Path
+) -> tuple[Path, ort.InferenceSession]:
+    """``(path, session)`` of the ONNX graph of ``UnrolledChain(policy, num_steps, options)``:
+    the cached one, or exported now (and checked against the eager chain) into ``cache_dir``."""
     path = cache_dir / f"{cache_key(policy, num_steps, options)}.onnx"
     if path.is_file():
         path.touch()  # most recently used
-        return path
+        return path, make_session(path, policy.device)
     cache_dir.mkdir(parents=True, exist_ok=True)
     was_training = policy.training
     policy.eval()
@@ -180,7 +183,7 @@ def export_chain(policy: BasePolicy, num_steps: int, options: dict, cache_dir: P
         _trace_to_onnx(UnrolledChain(policy, num_steps, options), inputs, scratch)
     finally:
         policy.train(was_training)
-    session = make_session(Path(scratch), torch.device("cpu"))
+    session = make_session(Path(scratch), policy.device)
     (exported,) = session.run(None, {key: _as_input(value) for key, value in inputs.items()})
     error = float(np.abs(exported - chain[-1].x_next.cpu().numpy()).max())
     if not error <= EXPORT_TOLERANCE:
@@ -191,7 +194,7 @@ def export_chain(policy: BasePolicy, num_steps: int, options: dict, cache_dir: P
         )
     os.replace(scratch, path)
     _prune(cache_dir)
-    return path
+    return path, session
 
 
 def _trace_to_onnx(chain: UnrolledChain, inputs: dict[str, torch.Tensor], path: str) -> None:
