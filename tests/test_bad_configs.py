@@ -145,6 +145,7 @@ TRAIN = [
     f"{DSRL} algo.variant=sac|algo.variant",
     f"{DSRL} algo.noise_bound=0|algo.noise_bound",
     f"{DSRL} algo.latent_steps=0|algo.latent_steps",
+    f"{DSRL} eval.sampler.runtime=onnx|eval.sampler.runtime",
     f"{DSRL} algo.utd_ratio=-1|algo.utd_ratio",
     f"{DSRL} algo.tau=0|algo.tau",
     f"{DSRL} algo.hidden_dims=[]|algo.hidden_dims",

@@ -203,3 +203,9 @@ class TrainConfig:
                 f"algo={self.algo.name} fine-tunes a pretrained policy: expected checkpoint=PATH "
                 "(e.g. a BC run's checkpoints/latest.safetensors)",
             )
+        if self.algo.name == "dsrl" and self.eval.sampler.runtime != "eager":
+            raise ConfigError(
+                "eval.sampler.runtime",
+                self.eval.sampler.runtime,
+                "algo=dsrl evaluates its noise actor and the policy together: expected eager",
+            )
