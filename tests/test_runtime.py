@@ -193,3 +193,11 @@ def test_sampler_options_reject_a_bad_runtime_in_one_line(fields, message):
         SamplerOptions(**fields).check()
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
     SamplerOptions(runtime="onnx", eta=0.0, noise_std=0.0).check()  # deterministic: accepted
+
+
+def test_a_graph_that_differs_from_eager_is_refused_and_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr("robopolicy.policies.runtime.EXPORT_TOLERANCE", -1.0)  # any difference
+    policy = make_policy(DiffusionPolicy, backbone="mlp", backbone_kwargs=MLP)
+    with pytest.raises(ValueError, match="differs from the eager chain by .*use runtime=eager"):
+        OnnxPolicy(policy, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())  # neither the graph nor its scratch file

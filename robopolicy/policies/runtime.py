@@ -163,6 +163,29 @@ def load_chain(
         path.touch()  # most recently used
         return path, make_session(path, policy.device)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    scratch = cache_dir / f"{path.stem}.{os.getpid()}.part"  # renamed into place once checked
+    try:
+        inputs, expected = export_chain(policy, num_steps, options, scratch)
+        session = make_session(scratch, policy.device)
+        (exported,) = session.run(None, {key: _as_input(value) for key, value in inputs.items()})
+        error = float(np.abs(exported - expected).max())
+        if not error <= EXPORT_TOLERANCE:
+            raise ValueError(
+                f"the exported ONNX graph differs from the eager chain by {error:.3g} (more "
+                f"than {EXPORT_TOLERANCE:g}): this policy does not trace; use runtime=eager"
+            )
+        os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
+    _prune(cache_dir)
+    return path, session
+
+
+def export_chain(
+    policy: BasePolicy, num_steps: int, options: dict, path: Path
+) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Export the chain (in eval mode) to ``path``; return the example inputs it was traced on
+    and the eager chain's output for them. A stochastic chain is refused first."""
     was_training = policy.training
     policy.eval()
     try:
@@ -178,26 +201,13 @@ def load_chain(
             )
         inputs = {key: value.cpu() for key, value in policy.normalized_obs(obs).items()}
         inputs["noise"] = noise.cpu()
-        handle, scratch = tempfile.mkstemp(suffix=".onnx", dir=cache_dir)
-        os.close(handle)
-        _trace_to_onnx(UnrolledChain(policy, num_steps, options), inputs, scratch)
+        _trace_to_onnx(UnrolledChain(policy, num_steps, options), inputs, path)
     finally:
         policy.train(was_training)
-    session = make_session(Path(scratch), policy.device)
-    (exported,) = session.run(None, {key: _as_input(value) for key, value in inputs.items()})
-    error = float(np.abs(exported - chain[-1].x_next.cpu().numpy()).max())
-    if not error <= EXPORT_TOLERANCE:
-        os.unlink(scratch)
-        raise ValueError(
-            f"the exported ONNX graph differs from the eager chain by {error:.3g} (more than "
-            f"{EXPORT_TOLERANCE:g}): this policy does not trace; use runtime=eager"
-        )
-    os.replace(scratch, path)
-    _prune(cache_dir)
-    return path, session
+    return inputs, chain[-1].x_next.cpu().numpy()
 
 
-def _trace_to_onnx(chain: UnrolledChain, inputs: dict[str, torch.Tensor], path: str) -> None:
+def _trace_to_onnx(chain: UnrolledChain, inputs: dict[str, torch.Tensor], path: Path) -> None:
     """Trace ``chain`` on ``inputs`` (on the CPU) into ``path``, batch axis dynamic."""
     device = chain.policy.device
     chain.to("cpu")
@@ -208,7 +218,7 @@ def _trace_to_onnx(chain: UnrolledChain, inputs: dict[str, torch.Tensor], path: 
             torch.onnx.export(
                 chain,
                 tuple(inputs.values()),
-                path,
+                str(path),
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=list(inputs),
