@@ -66,7 +66,11 @@ CASES = {
         STATE_META,
         {"backbone": "mlp", "backbone_kwargs": MLP, "prediction_type": "sample"},
     ),
-    "flow-midpoint-unet": (FlowPolicy, STATE_META, {"backbone_kwargs": UNET, "solver": "midpoint"}),
+    "flow-midpoint-unet": (
+        FlowPolicy,
+        STATE_META,
+        {"backbone_kwargs": UNET, "solver": "midpoint", "num_inference_steps": 2},
+    ),
     "flow-heun-mlp-sample": (
         FlowPolicy,
         STATE_META,
