@@ -67,6 +67,7 @@ import torch
 from hardware.latency import LatencyStats
 from hardware.robot_io import SentAction
 from robopolicy.eval.rollout import ObservationHistory
+from robopolicy.policies.runtime import with_runtime
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 logger = logging.getLogger(__name__)
@@ -205,8 +206,9 @@ class InferenceWorker:
 def policy_predictor(policy: torch.nn.Module, sampler_options: dict | None = None) -> Predict:
     """``history {key: (1, To, ...)} -> action_pred (T, Da)`` for a robopolicy policy.
 
-    Sampler options set to None are dropped (the policy's defaults apply)."""
-    options = {key: value for key, value in (sampler_options or {}).items() if value is not None}
+    Sampler options set to None are dropped (the policy's defaults apply); ``runtime=onnx`` runs
+    the chain on onnxruntime (robopolicy/policies/runtime.py)."""
+    policy, options = with_runtime(policy, sampler_options or {})
     keys = list(policy.shape_meta["obs"])
     device = policy.device
 

@@ -60,7 +60,8 @@ def _tiny_checkpoint(path):
 
 
 @pytest.mark.slow
-def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
+@pytest.mark.parametrize("runtime", ["eager", "onnx"])
+def test_eval_deploys_through_the_robot_server_and_records(tmp_path, runtime):
     import json
     import os
     import subprocess
@@ -83,10 +84,11 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
             "max_episode_steps=12",
             "torch_threads=1",
             f"record={tmp_path / 'deploy.zarr'}",
+            f"sampler.runtime={runtime}",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
         cwd=repo,
-        env={**os.environ, "ROBOPOLICY_TRACEBACK": "1"},
+        env={**os.environ, "ROBOPOLICY_TRACEBACK": "1", "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=240,
@@ -94,6 +96,8 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["n_episodes"] == 2 and results["seeds"] == [7, 8]
+    assert results["sampler"]["runtime"] == runtime
+    assert len(list(tmp_path.glob("robopolicy-onnx/*.onnx"))) == (runtime == "onnx")
     assert results["robot"].startswith("tcp://127.0.0.1:")  # served by its own process
     # the rate is what the world's success flags said, episode by episode, inside its interval
     flags = [episode["success"] for episode in results["episodes"]]
@@ -130,6 +134,55 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path):
     assert sent_commands.dtype == np.float64 and sent_commands.shape[0] == sum(lengths)
     assert np.isfinite(sent_commands).all() and np.abs(sent_commands).sum(axis=1).min() > 0
     assert "ready tcp://127.0.0.1" in (tmp_path / "run" / "server.log").read_text()
+
+
+@pytest.mark.slow
+def test_eval_through_the_onnx_runtime_plays_the_eager_episodes(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from robopolicy.eval.evaluate import evaluate
+    from robopolicy.policies.registry import load_policy
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    _tiny_checkpoint(checkpoint)
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "eval.py"),
+            f"checkpoint={checkpoint}",
+            "n_episodes=2",
+            "seed=7",
+            "max_episode_steps=12",
+            "n_envs=1",
+            "video_episodes=0",
+            "torch_threads=1",
+            "sampler.runtime=onnx",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=repo,
+        env={**os.environ, "ROBOPOLICY_TRACEBACK": "1", "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["n_episodes"] == 2 and results["sampler"]["runtime"] == "onnx"
+    assert len(list(tmp_path.glob("robopolicy-onnx/*.onnx"))) == 1
+    # the same seeded episodes, eager, in this process: the same outcomes
+    policy, contents = load_policy(checkpoint)
+    spec = contents["env_spec"]
+    eager = evaluate(
+        policy, spec["id"], spec["kwargs"], 2, seed=7, env_modules=["sim"], max_episode_steps=12
+    )
+    assert results["successes"] == int(eager.success.sum())
+    assert results["length_mean"] == pytest.approx(float(eager.lengths.mean()))
+    assert results["return_mean"] == pytest.approx(float(eager.returns.mean()), abs=1e-3)
 
 
 def test_eval_refuses_to_record_without_hardware(tmp_path):

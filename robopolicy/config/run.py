@@ -35,6 +35,7 @@ PAD_ACTION = ("auto", "hold", "repeat")  # robopolicy.data.sampler.PAD_ACTION
 WANDB_MODES = ("offline", "online", "disabled")
 RL_ALGORITHMS = ("dppo", "reinflow", "dsrl")  # the algorithms that fine-tune a checkpoint
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+RUNTIMES = ("eager", "onnx")  # robopolicy.policies.runtime.RUNTIMES
 
 
 def check_runtime(node: Any) -> None:
@@ -91,6 +92,9 @@ class SamplerOptions:
     autocast_dtype: str | None = None  # none (float32) | bf16 (the observation encoder and the
     #   denoiser under bfloat16 autocast; on this project's CPU it was ~1.35x slower at batch 1:
     #   docs/benchmarks.md, issue 18); null: none
+    runtime: str = "eager"  # eager (the policy's torch code) | onnx (the encoder and the whole
+    #   deterministic chain as one graph on onnxruntime, cached per weights and settings:
+    #   robopolicy/policies/runtime.py)
 
     def check(self) -> None:
         at_least(self, 1, "num_steps")
@@ -100,6 +104,21 @@ class SamplerOptions:
         non_negative(self, "noise_std")
         one_of(self, "timestep_spacing", TIMESTEP_SPACINGS)
         one_of(self, "autocast_dtype", AUTOCAST_DTYPES)
+        one_of(self, "runtime", RUNTIMES)
+        stochastic = self.sampler == "ddpm" or bool(self.eta) or bool(self.noise_std)
+        require(
+            self.runtime != "onnx" or not stochastic,
+            "runtime",
+            self.runtime,
+            "onnx runs a deterministic sampler only (ddim with eta=0, or noise_std=0): use "
+            "runtime=eager for ddpm, eta > 0 or noise_std > 0",
+        )
+        require(
+            self.runtime != "onnx" or self.autocast_dtype in (None, "none"),
+            "autocast_dtype",
+            self.autocast_dtype,
+            "none with runtime=onnx (the graph runs in float32)",
+        )
 
 
 @dataclass
@@ -201,4 +220,10 @@ class TrainConfig:
                 None,
                 f"algo={self.algo.name} fine-tunes a pretrained policy: expected checkpoint=PATH "
                 "(e.g. a BC run's checkpoints/latest.safetensors)",
+            )
+        if self.algo.name == "dsrl" and self.eval.sampler.runtime != "eager":
+            raise ConfigError(
+                "eval.sampler.runtime",
+                self.eval.sampler.runtime,
+                "algo=dsrl evaluates its noise actor and the policy together: expected eager",
             )

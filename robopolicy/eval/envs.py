@@ -18,6 +18,7 @@ import torch
 
 from robopolicy.eval.rollout import ActFn
 from robopolicy.policies.base import BasePolicy
+from robopolicy.policies.runtime import with_runtime
 
 
 def make_env(
@@ -109,11 +110,12 @@ def policy_act_fn(policy: torch.nn.Module, **sampler_options) -> ActFn:
     index within the episode, so with a deterministic sampler an episode does not depend on which
     others share its batch), and a stochastic sampler's step noise from the batch's seeds.
     Re-running the same checkpoint on the same seeds then gives the same episodes. Without seeds
-    (deployment, DAgger's step-wise actor) the global RNG is used."""
-    sampler_options = {k: v for k, v in sampler_options.items() if v is not None}
+    (deployment, DAgger's step-wise actor) the global RNG is used. ``runtime=onnx`` runs the
+    chain on onnxruntime (robopolicy/policies/runtime.py), from the same noise."""
+    draws_own_noise = isinstance(policy, BasePolicy)  # a steered policy's actor picks its noise
+    policy, sampler_options = with_runtime(policy, sampler_options)
     keys = list(policy.shape_meta["obs"])
     device = policy.device
-    draws_own_noise = isinstance(policy, BasePolicy)  # a steered policy's actor picks its noise
 
     @torch.no_grad()
     def act(

@@ -209,7 +209,11 @@ class BasePolicy(nn.Module, ABC):
     # --- observations -> condition ---
 
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Raw observations ``{key: (B, To, ...)}`` -> condition ``(B, To * step_dim)``.
+        """Raw observations ``{key: (B, To, ...)}`` -> condition ``(B, To * step_dim)``."""
+        return self.obs_encoder(self.normalized_obs(obs))
+
+    def normalized_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The encoder's input: raw observations ``{key: (B, To, ...)}``, normalised.
 
         Tensors move to the policy's device here (uint8 images stay uint8 until then); keys not
         in ``shape_meta`` are ignored.
@@ -226,7 +230,7 @@ class BasePolicy(nn.Module, ABC):
                     f"got {tuple(value.shape)}"
                 )
             selected[key] = value
-        return self.obs_encoder(self.normalize_obs(selected))
+        return self.normalize_obs(selected)
 
     # --- training ---
 
@@ -342,7 +346,12 @@ class BasePolicy(nn.Module, ABC):
         same actions.
         """
         chain = self.sample_chain(obs, noise=noise, num_steps=num_steps, **options)
-        action_pred = self.unnormalize_action(chain[-1].x_next)
+        return self.action_output(chain[-1].x_next)
+
+    def action_output(self, chunk: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A normalised chunk ``(B, T, Da)`` -> ``predict_action``'s ``{"action", "action_pred"}``
+        in raw units."""
+        action_pred = self.unnormalize_action(chunk)
         start = self.n_obs_steps - 1
         return {
             "action": action_pred[:, start : start + self.n_action_steps],
