@@ -47,7 +47,7 @@ from robopolicy.training.distributed import (
 )
 from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
-from robopolicy.training.rng import seed_everything
+from robopolicy.training.rng import isolated_torch_rng, seed_everything
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
@@ -319,13 +319,11 @@ def _validation_loss(
     loader = make_dataloader(dataset, cfg.data.batch_size, shuffle=False, num_workers=0)
     total, count = 0.0, 0
     policy.eval()
-    generator_state = torch.get_rng_state()  # validation noise must not shift the training RNG
-    torch.manual_seed(0)
-    for batch_index, batch in enumerate(loader):
-        if batch_index >= cfg.data.val_batches:
-            break
-        with autocast:
-            total += policy.compute_loss(batch)["loss"].item() * len(batch["action"])
-        count += len(batch["action"])
-    torch.set_rng_state(generator_state)
+    with isolated_torch_rng(0):  # the same noise at every validation; training noise unmoved
+        for batch_index, batch in enumerate(loader):
+            if batch_index >= cfg.data.val_batches:
+                break
+            with autocast:
+                total += policy.compute_loss(batch)["loss"].item() * len(batch["action"])
+            count += len(batch["action"])
     return total / max(count, 1)
