@@ -96,9 +96,15 @@ def test_ema_tracks_and_copies_buffers():
     ema.update(model)  # step 1: decay min(1 - 1/2, 0.5) = 0.5 -> halfway
     assert torch.allclose(ema.averaged.weight, torch.full((2,), 4.0))
     assert torch.equal(ema.averaged.running_mean, model.running_mean)
+    model.running_mean = torch.full((2,), 9.0)  # a new buffer tensor (as Module.to makes)
+    ema.averaged.running_mean = torch.zeros(2)
+    ema.update(model)
+    assert torch.equal(ema.averaged.running_mean, model.running_mean)
+    with pytest.raises(ValueError, match="built from"):
+        ema.update(nn.BatchNorm1d(2))
     restored = EMA(nn.BatchNorm1d(2))
     restored.load_state_dict(ema.state_dict())
-    assert restored.step == 2 and torch.equal(restored.averaged.weight, ema.averaged.weight)
+    assert restored.step == 3 and torch.equal(restored.averaged.weight, ema.averaged.weight)
 
 
 def test_warmup_cosine_shape():

@@ -52,6 +52,14 @@ from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
 
+# algo.optimizer_impl -> torch.optim.AdamW's switches (robopolicy/config/algos.py says which is
+# fastest where)
+OPTIMIZER_IMPLS = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for_loop": {"foreach": False},
+}
+
 
 @dataclass
 class BCRun:
@@ -59,6 +67,7 @@ class BCRun:
     data, and where results go."""
 
     policy: BasePolicy
+    parameters: list[torch.nn.Parameter]  # the policy's, listed once (not per step)
     ema: EMA
     optimizer: torch.optim.Optimizer
     grad_clip: float  # max global gradient norm
@@ -108,11 +117,13 @@ def train_bc(
     )
     stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
+    run.policy.train()  # evaluation and validation use the EMA copy: the policy stays in train mode
     while step < stop_at:
-        losses, grad_norm = _train_step(run, batches, autocast, ranks, seconds)
+        log_now = (step + 1) % algo.log_every == 0 or step + 1 == algo.num_steps
+        losses, grad_norm = _train_step(run, batches, autocast, ranks, seconds, sync=log_now)
         step += 1
         progress.update(1)
-        if step % algo.log_every == 0 or step == algo.num_steps:
+        if log_now:
             metrics = _train_metrics(run, cfg, losses, grad_norm, seconds, ranks.world_size)
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
             validate = step % algo.val_every == 0 or step == algo.num_steps
@@ -168,7 +179,11 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
         torch.manual_seed(cfg.seed + ranks.rank)  # each rank draws its own diffusion noise
     ema = EMA(policy, **algo.ema)
     optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=algo.lr, betas=tuple(algo.betas), weight_decay=algo.weight_decay
+        policy.parameters(),
+        lr=algo.lr,
+        betas=tuple(algo.betas),
+        weight_decay=algo.weight_decay,
+        **OPTIMIZER_IMPLS[algo.optimizer_impl],
     )
     scheduler = warmup_cosine(optimizer, algo.warmup_steps, algo.num_steps)
     loader = make_dataloader(
@@ -194,6 +209,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     )
     return BCRun(
         policy=policy,
+        parameters=list(policy.parameters()),
         ema=ema,
         optimizer=optimizer,
         grad_clip=algo.grad_clip,
@@ -210,24 +226,26 @@ def _set_ema_step(ema: EMA, saved: dict) -> None:
     ema.step = int(saved["step"])
 
 
-def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict) -> tuple:
-    """One optimizer step on the next batch; adds its data-wait and compute time to ``seconds``."""
+def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict, sync: bool):
+    """One optimizer step on the next batch; adds its data-wait and compute time to ``seconds``.
+
+    Nothing here waits for the device: ``sync`` (the steps that log) waits for CUDA to finish,
+    so that the compute time summed over a logging interval is the time its steps took.
+    """
     start = time.perf_counter()
     batch = next(batches)
     fetched = time.perf_counter()
-    policy = run.policy
-    policy.train()
     with autocast:
-        losses = policy.compute_loss(batch)
+        losses = run.policy.compute_loss(batch)
     run.optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     if ranks.enabled:
-        average_gradients(list(policy.parameters()), ranks.world_size)
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), run.grad_clip)
+        average_gradients(run.parameters, ranks.world_size)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.parameters, run.grad_clip, foreach=True)
     run.optimizer.step()
     run.scheduler.step()
-    run.ema.update(policy)
-    if policy.device.type == "cuda":
+    run.ema.update(run.policy)
+    if sync and run.parameters[0].device.type == "cuda":
         torch.cuda.synchronize()
     seconds["wait"] += fetched - start
     seconds["compute"] += time.perf_counter() - fetched
