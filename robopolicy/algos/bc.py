@@ -167,6 +167,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     )
     print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)
+    _report_image_path(dataset.sampler, cfg.data.decoded_cache_mb)
     _report_coverage(dataset.sampler)
     buffer = dataset.sampler.replay_buffer
     shape_meta = _policy_shape_meta(buffer.shape_meta, list(cfg.obs_keys))
@@ -277,6 +278,20 @@ def _periodic_evaluation(run: BCRun, cfg: DictConfig, step: int) -> dict:
     return metrics
 
 
+def _report_image_path(sampler: SequenceSampler, cache_mb: int) -> None:
+    """Print how the image frames reach the batches: decoded once into RAM, or per sample."""
+    if not sampler.image_keys:
+        return
+    size = f"{sampler.image_bytes / 2**20:.0f} MiB decoded"
+    if sampler.images_decoded:
+        path = f"decoded into RAM at start ({size} <= data.decoded_cache_mb={cache_mb})"
+    else:
+        path = (
+            f"decoded per sample from compressed chunks ({size} > data.decoded_cache_mb={cache_mb})"
+        )
+    print(f"[train] images {', '.join(sampler.image_keys)}: {path}")
+
+
 COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as conditioning steps
 
 
@@ -311,6 +326,7 @@ def _open_dataset(cfg: DictConfig) -> SequenceDataset:
         max_train_episodes=cfg.data.max_train_episodes,
         end_padding=cfg.data.end_padding,
         pad_action=cfg.data.pad_action,
+        decoded_cache_bytes=cfg.data.decoded_cache_mb * 2**20,
     )
 
 
