@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -214,6 +215,7 @@ def training_row(name: str, images: bool, batch: int, dp, args) -> dict:
 
 
 def sampling_rows(args) -> list[dict]:
+    print(peer_data.VIDEO_UNAVAILABLE + "; LeRobot's cameras are stored as PNG images")
     rows = []
     for name, images, count in (
         ("sampling, state", False, 2000),
@@ -292,7 +294,21 @@ def versions() -> dict:
     return {name: importlib.metadata.version(name) for name in names}
 
 
-def machine(args, load_start: float, others: str) -> dict:
+def busy_processes(min_share: float = 20.0) -> list[str]:
+    """Other processes holding at least ``min_share`` % of a core, as ps reports it (CPU time
+    over each process's lifetime): what this run shared the machine with."""
+    listing = subprocess.run(
+        ["ps", "-eo", "pid=,pcpu=,args="], capture_output=True, text=True, check=False
+    ).stdout
+    busy = []
+    for line in listing.splitlines():
+        pid, share, command = line.split(maxsplit=2)
+        if int(pid) != os.getpid() and float(share) >= min_share:
+            busy.append(f"{float(share):.0f}% {command[:120]}")
+    return busy
+
+
+def machine(load_start: float, busy_start: list[str], others: str) -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -302,6 +318,7 @@ def machine(args, load_start: float, others: str) -> dict:
         "load_average_1min_start": load_start,
         "load_average_1min_end": os.getloadavg()[0],
         "also_running": others,
+        "busy_processes_start": busy_start,
     }
 
 
@@ -310,12 +327,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repeats, write nothing")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per row")
     parser.add_argument("--also-running", default="", help="what else ran on the machine")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is a file
     if args.quick:
         args.repeats = 2
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    load_start = os.getloadavg()[0]
+    load_start, busy_start = os.getloadavg()[0], busy_processes()
+    print(f"load average {load_start:.2f}; busy processes: {busy_start or 'none'}")
     dp_source = pp.diffusion_policy_source()
     dp = pp.DiffusionPolicyUnet if dp_source is not None else None
     if dp is None:
@@ -324,23 +344,24 @@ def main() -> None:
     args.peak = matmul_peak(0.5 if args.quick else 3.0)
     print(f"matmul peak (float32, 1 thread): {args.peak / 1e9:.1f} GFLOP/s")
     params = parameter_table(dp)
-    rows = [
-        inference_row("state, UNet, DDIM-10", False, "ddim", "DDIM", dp, args),
-        inference_row("state, UNet, DDPM-100", False, "ddpm", "DDPM", dp, args),
-        inference_row("2 cameras, UNet, DDIM-10", True, "ddim", "DDIM", dp, args),
-        training_row("training step, state", False, 256, dp, args),
-        training_row("training step, 2 cameras", True, 64, dp, args),
-    ]
-    print(peer_data.VIDEO_UNAVAILABLE + "; LeRobot's cameras are stored as PNG images")
-    rows += sampling_rows(args)
-    for row in rows:
-        add_ratios(row)
-        print_row(row)
+    rows = []
+    for build in (
+        lambda: [inference_row("state, UNet, DDIM-10", False, "ddim", "DDIM", dp, args)],
+        lambda: [inference_row("state, UNet, DDPM-100", False, "ddpm", "DDPM", dp, args)],
+        lambda: [inference_row("2 cameras, UNet, DDIM-10", True, "ddim", "DDIM", dp, args)],
+        lambda: [training_row("training step, state", False, 256, dp, args)],
+        lambda: [training_row("training step, 2 cameras", True, 64, dp, args)],
+        lambda: sampling_rows(args),
+    ):
+        for row in build():
+            add_ratios(row)
+            print_row(row)
+            rows.append(row)
     if args.quick:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "machine": machine(args, load_start, args.also_running),
+        "machine": machine(load_start, busy_start, args.also_running),
         "versions": versions(),
         "robopolicy_options": pp.ours_options(),
         "diffusion_policy_source": str(dp_source) if dp_source else None,
@@ -349,8 +370,8 @@ def main() -> None:
         "parameters": params,
         "rows": rows,
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
