@@ -15,7 +15,8 @@ repetitions of wall-clock time (time.perf_counter) and of this process's CPU tim
 (time.process_time). Ratios are robopolicy / peer: latency for inference (below 1 is faster),
 samples per second for training and sampling (above 1 is faster). FLOPs per call are counted by
 torch's FlopCounterMode (matmuls and convolutions, a multiply-add = 2); "of peak" divides the
-achieved FLOP/s by a float32 1024x1024 matmul's rate on the same thread, measured in this run.
+achieved FLOPs per CPU-second by a float32 1024x1024 matmul's, on the same thread in this run
+(CPU time on both sides: on a shared machine wall-clock time includes waiting for the core).
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
 def matmul_peak(seconds: float) -> float:
-    """Best float32 1024x1024 matmul FLOP/s over a few timed rounds (the compute reference)."""
+    """Best float32 1024x1024 matmul FLOPs per CPU-second over a few timed rounds (the compute
+    reference; CPU time, so that other jobs sharing the core do not lower it)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(5):
             a @ b
-        best = max(best, 5 * 2 * 1024**3 / (time.perf_counter() - start))
+        best = max(best, 5 * 2 * 1024**3 / max(time.process_time() - start, 1e-9))
     return best
 
 
@@ -131,41 +133,35 @@ def inference_row(name: str, images: bool, ours_sampler: str, lerobot_scheduler:
         unet = dp(lerobot_scheduler).eval()
         state = torch.cat([ours_obs["robot_state"], ours_obs["env_state"]], -1)
         calls["diffusion_policy"] = lambda: unet.predict_action(state)
+    onnx = pp.onnx_predictor(ours, {"num_steps": steps, "sampler": ours_sampler, "eta": 0.0})
+    if onnx is not None and ours_sampler == "ddim":
+        predictor, options = onnx
+        with torch.no_grad():
+            predictor.predict_action(ours_obs, **options)  # exports the graph (cached after)
+        calls["robopolicy_onnx"] = lambda: predictor.predict_action(ours_obs, **options)
     with torch.no_grad():
         results = interleaved(calls, args.repeats)
+    if "robopolicy_onnx" in results:  # torch's counter sees no ONNX Runtime ops: the same graph
+        results["robopolicy_onnx"]["flops"] = results["robopolicy"]["flops"]
     for peer in results.values():
         peer["ms_per_chunk"] = peer["wall_s"] * 1e3
         peer["cpu_ms_per_chunk"] = peer["cpu_s"] * 1e3
         peer["gflop_per_chunk"] = peer["flops"] / 1e9
-        peer["of_peak"] = peer["flops"] / peer["wall_s"] / args.peak
+        peer["of_peak"] = peer["flops"] / peer["cpu_s"] / args.peak
     return {"row": name, "kind": "inference", "batch": 1, "peers": results}
 
 
-def ours_step(policy, optimizer, batch: dict):
+def train_step(loss_fn, optimizer: torch.optim.Optimizer, clip: float | None):
+    """One step as each library's training loop takes it: loss, backward, the gradient-norm clip
+    of its defaults (when it has one), the optimizer step. No EMA: LeRobot 0.3.2 keeps none."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
     def step():
-        loss = policy.compute_loss(batch)["loss"]
+        loss = loss_fn()
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def lerobot_step(policy, optimizer, batch: dict):
-    def step():
-        loss, _ = policy.forward(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def dp_step(model, optimizer, state: torch.Tensor, action: torch.Tensor):
-    def step():
-        loss = model.compute_loss(state, action)
-        optimizer.zero_grad()
-        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
 
     return step
@@ -194,23 +190,26 @@ def training_row(name: str, images: bool, batch: int, dp, args) -> dict:
     lerobot = pp.lerobot_policy(images, "DDPM").train()
     ours_batch, lerobot_batch = training_batches(images, batch)
 
-    def adamw(model):
-        return torch.optim.AdamW(model.parameters(), lr=1e-4)
-
     calls = {
-        "robopolicy": ours_step(ours, adamw(ours), ours_batch),
-        "lerobot": lerobot_step(lerobot, adamw(lerobot), lerobot_batch),
+        "robopolicy": train_step(
+            lambda: ours.compute_loss(ours_batch)["loss"], *pp.ours_optimizer(ours)
+        ),
+        "lerobot": train_step(
+            lambda: lerobot.forward(lerobot_batch)[0], *pp.lerobot_optimizer(lerobot)
+        ),
     }
     if dp is not None and not images:
         model = dp("DDPM").train()
         obs = ours_batch["obs"]
         state = torch.cat([obs["robot_state"], obs["env_state"]], -1)
-        calls["diffusion_policy"] = dp_step(model, adamw(model), state, ours_batch["action"])
+        calls["diffusion_policy"] = train_step(
+            lambda: model.compute_loss(state, ours_batch["action"]), *model.optimizer()
+        )
     results = interleaved(calls, max(2, args.repeats // 2) if images else args.repeats)
     for peer in results.values():
         peer["samples_per_s"] = batch / peer["wall_s"]
         peer["samples_per_cpu_s"] = batch / peer["cpu_s"]
-        peer["of_peak"] = peer["flops"] / peer["wall_s"] / args.peak
+        peer["of_peak"] = peer["flops"] / peer["cpu_s"] / args.peak
     return {"row": name, "kind": "training", "batch": batch, "peers": results}
 
 
@@ -232,19 +231,25 @@ def sampling_rows(args) -> list[dict]:
     return rows
 
 
+OURS = ("robopolicy", "robopolicy_onnx")
+
+
 def add_ratios(row: dict) -> None:
-    """robopolicy / peer: latency (inference) or samples per second (training, sampling)."""
-    peers = row["peers"]
-    ours = peers["robopolicy"]
-    for name, peer in peers.items():
-        if name == "robopolicy":
-            continue
-        if row["kind"] == "inference":
-            peer["ratio_wall"] = ours["wall_s"] / peer["wall_s"]
-            peer["ratio_cpu"] = ours["cpu_s"] / peer["cpu_s"]
-        else:
-            peer["ratio_wall"] = ours["samples_per_s"] / peer["samples_per_s"]
-            peer["ratio_cpu"] = ours["samples_per_cpu_s"] / peer["samples_per_cpu_s"]
+    """robopolicy / peer for each of our runtimes and each peer: latency (inference) or samples
+    per second (training, sampling)."""
+    peers, ratios = row["peers"], {}
+    measure = ("wall_s", "cpu_s") if row["kind"] == "inference" else None
+    for ours_name in [name for name in OURS if name in peers]:
+        ours = peers[ours_name]
+        for name in [name for name in peers if name not in OURS]:
+            peer = peers[name]
+            if measure:
+                wall, cpu = (ours[key] / peer[key] for key in measure)
+            else:
+                wall = ours["samples_per_s"] / peer["samples_per_s"]
+                cpu = ours["samples_per_cpu_s"] / peer["samples_per_cpu_s"]
+            ratios[f"{ours_name}/{name}"] = {"wall": wall, "cpu": cpu}
+    row["ratios"] = ratios
 
 
 def print_row(row: dict) -> None:
@@ -259,10 +264,9 @@ def print_row(row: dict) -> None:
             figures = (
                 f"{peer['samples_per_s']:9.1f} samples/s ({peer['samples_per_cpu_s']:9.1f} /CPU-s)"
             )
-        ratio = ""
-        if "ratio_wall" in peer:
-            ratio = f"  ours/peer {peer['ratio_wall']:.2f} (CPU {peer['ratio_cpu']:.2f})"
-        print(f"  {name:17s}{figures}{ratio}")
+        print(f"  {name:17s}{figures}")
+    for pair, ratio in row["ratios"].items():
+        print(f"  ratio {pair}: {ratio['wall']:.2f} wall, {ratio['cpu']:.2f} CPU")
 
 
 def parameter_table(dp) -> dict:
@@ -342,7 +346,7 @@ def main() -> None:
         print("diffusion_policy: skipped (set DIFFUSION_POLICY_SRC to a checkout to include it)")
     print(f"robopolicy options from the other branches: {pp.ours_options() or 'none present'}")
     args.peak = matmul_peak(0.5 if args.quick else 3.0)
-    print(f"matmul peak (float32, 1 thread): {args.peak / 1e9:.1f} GFLOP/s")
+    print(f"matmul peak (float32, 1 thread): {args.peak / 1e9:.1f} GFLOP per CPU-second")
     params = parameter_table(dp)
     rows = []
     for build in (
@@ -366,7 +370,7 @@ def main() -> None:
         "robopolicy_options": pp.ours_options(),
         "diffusion_policy_source": str(dp_source) if dp_source else None,
         "lerobot_video": peer_data.VIDEO_UNAVAILABLE,
-        "matmul_peak_gflops": args.peak / 1e9,
+        "matmul_peak_gflop_per_cpu_s": args.peak / 1e9,
         "parameters": params,
         "rows": rows,
     }

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robopolicy.config.algos import BCConfig
 from robopolicy.config.policy import DiffusionArgs, UNet1DKwargs
+from robopolicy.config.run import SamplerOptions
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.registry import build_policy
 
@@ -115,6 +117,39 @@ def ours_policy(images: bool) -> torch.nn.Module:
             "num_keypoints": 32,
         }
     return build_policy("diffusion", meta, normalizer, args)
+
+
+def onnx_predictor(policy: torch.nn.Module, options: dict) -> tuple | None:
+    """``(predictor, options)`` running ``policy`` with ``runtime="onnx"`` where the code has
+    that runtime (SamplerOptions.runtime and robopolicy.policies.runtime), else None."""
+    if "runtime" not in field_names(SamplerOptions):
+        return None
+    from robopolicy.policies.runtime import with_runtime
+
+    return with_runtime(policy.eval(), options | {"runtime": "onnx"})
+
+
+def ours_optimizer(policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, float]:
+    """train.py's AdamW at its defaults (BCConfig) and its gradient clip; the update
+    implementation of BCConfig.optimizer_impl where the code has it (its meaning, as in
+    robopolicy/algos/bc.py, which needs gymnasium >= 1 and so does not import here)."""
+    bc = BCConfig()
+    impl = getattr(bc, "optimizer_impl", None)
+    kwargs = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}
+    optimizer = torch.optim.AdamW(
+        policy.parameters(),
+        lr=bc.lr,
+        betas=tuple(bc.betas),
+        weight_decay=bc.weight_decay,
+        **kwargs,
+    )
+    return optimizer, bc.grad_clip
+
+
+def lerobot_optimizer(policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, float]:
+    """LeRobot's preset for its diffusion policy (Adam, lr 1e-4, its gradient clip)."""
+    preset = policy.config.get_optimizer_preset()
+    return preset.build(policy.get_optim_params()), preset.grad_clip_norm
 
 
 def lerobot_policy(images: bool, scheduler: str) -> torch.nn.Module:
@@ -226,6 +261,13 @@ class DiffusionPolicyUnet(torch.nn.Module):
             out = self.unet(sample, t, global_cond=cond)
             sample = self.scheduler.step(out, t, sample).prev_sample
         return sample[:, N_OBS - 1 : N_OBS - 1 + N_ACTION]
+
+    def optimizer(self) -> tuple[torch.optim.Optimizer, None]:
+        """diffusion_policy's training config: AdamW, lr 1e-4, betas (0.95, 0.999), weight
+        decay 1e-6, no gradient clip."""
+        return torch.optim.AdamW(
+            self.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6
+        ), None
 
     def compute_loss(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(action)

@@ -20,6 +20,7 @@ PACKAGES=(
     "lerobot==0.3.2"
     "zarr>=3.0.8,<3.1" "numcodecs>=0.15,<0.17" google-crc32c
     "hydra-core>=1.3.2,<1.4" "omegaconf>=2.3,<2.4" safetensors
+    "onnxruntime>=1.20" "onnx>=1.16" # sampler.runtime=onnx (robopolicy/policies/runtime.py)
 )
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
