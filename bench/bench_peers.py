@@ -133,8 +133,10 @@ def inference_row(name: str, images: bool, ours_sampler: str, lerobot_scheduler:
         unet = dp(lerobot_scheduler).eval()
         state = torch.cat([ours_obs["robot_state"], ours_obs["env_state"]], -1)
         calls["diffusion_policy"] = lambda: unet.predict_action(state)
-    onnx = pp.onnx_predictor(ours, {"num_steps": steps, "sampler": ours_sampler, "eta": 0.0})
-    if onnx is not None and ours_sampler == "ddim":
+    onnx = None
+    if ours_sampler == "ddim":  # the ONNX runtime unrolls deterministic chains only
+        onnx = pp.onnx_predictor(ours, {"num_steps": steps, "sampler": "ddim", "eta": 0.0})
+    if onnx is not None:
         predictor, options = onnx
         with torch.no_grad():
             predictor.predict_action(ours_obs, **options)  # exports the graph (cached after)

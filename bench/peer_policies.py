@@ -35,6 +35,12 @@ CAMERAS = ("scene", "wrist")
 IMAGE, CROP = 96, 84
 DOWN_DIMS, KERNEL, GROUPS, STEP_EMBED = (64, 128, 256), 5, 8, 128
 TRAIN_STEPS = 100
+# BCConfig.optimizer_impl -> AdamW arguments, as robopolicy/algos/bc.py maps them
+OPTIMIZER_IMPLS = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for_loop": {"foreach": False},
+}
 
 _fragment: torch.library.Library | None = None
 
@@ -134,8 +140,7 @@ def ours_optimizer(policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, floa
     implementation of BCConfig.optimizer_impl where the code has it (its meaning, as in
     robopolicy/algos/bc.py, which needs gymnasium >= 1 and so does not import here)."""
     bc = BCConfig()
-    impl = getattr(bc, "optimizer_impl", None)
-    kwargs = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}
+    kwargs = OPTIMIZER_IMPLS.get(getattr(bc, "optimizer_impl", None), {})
     optimizer = torch.optim.AdamW(
         policy.parameters(),
         lr=bc.lr,
