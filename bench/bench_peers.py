@@ -346,7 +346,7 @@ def main() -> None:
     dp = pp.DiffusionPolicyUnet if dp_source is not None else None
     if dp is None:
         print("diffusion_policy: skipped (set DIFFUSION_POLICY_SRC to a checkout to include it)")
-    print(f"robopolicy options from the other branches: {pp.ours_options() or 'none present'}")
+    print(f"robopolicy options from the other branches: {pp.picked_up() or 'none present'}")
     args.peak = matmul_peak(0.5 if args.quick else 3.0)
     print(f"matmul peak (float32, 1 thread): {args.peak / 1e9:.1f} GFLOP per CPU-second")
     params = parameter_table(dp)
@@ -369,7 +369,7 @@ def main() -> None:
     result = {
         "machine": machine(load_start, busy_start, args.also_running),
         "versions": versions(),
-        "robopolicy_options": pp.ours_options(),
+        "robopolicy_options": pp.picked_up(),
         "diffusion_policy_source": str(dp_source) if dp_source else None,
         "lerobot_video": peer_data.VIDEO_UNAVAILABLE,
         "matmul_peak_gflop_per_cpu_s": args.peak / 1e9,

@@ -6,7 +6,8 @@ the padding masks. Ours returns uint8 HWC frames (the policy converts them); LeR
 returns float CHW frames in [0, 1] (its transform). Images: LeRobot 0.3.2 stores cameras as AV1
 video by default, but neither of its decoders runs here (see ``VIDEO_UNAVAILABLE``), so its
 cameras are stored as ``image`` features (PNG files, decoded per sample), the other layout its
-API writes; ours stores each frame Blosc-lz4 compressed in zarr, as DatasetWriter does.
+API writes; ours stores each frame Blosc-lz4 compressed in zarr, as DatasetWriter does, and
+reads it as train.py does at its defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import peer_policies as pp
 import torch
 
+from robopolicy.config.run import DataConfig
 from robopolicy.data.torch_dataset import SequenceDataset
 from robopolicy.data.writer import DatasetWriter
 
@@ -48,10 +50,18 @@ def episodes(count: int, length: int, images: bool, seed: int = 0) -> list[dict]
 
 
 def write_zarr(path: Path, data: list[dict], images: bool) -> SequenceDataset:
+    """The episodes through DatasetWriter, opened as train.py opens a dataset at its defaults
+    (DataConfig: in memory; the decoded image cache where the code has it)."""
     with DatasetWriter.create(path, pp.shape_meta(images), fps=FPS) as writer:
         for episode in data:
             writer.append_episode(episode)
-    return SequenceDataset.from_path(path, pp.HORIZON, pp.N_OBS, pp.N_ACTION)
+    defaults = DataConfig()
+    options = {}
+    if "decoded_cache_mb" in pp.field_names(DataConfig):
+        options["decoded_cache_bytes"] = defaults.decoded_cache_mb * 2**20
+    return SequenceDataset.from_path(
+        path, pp.HORIZON, pp.N_OBS, pp.N_ACTION, in_memory=defaults.in_memory, **options
+    )
 
 
 def write_lerobot(root: Path, data: list[dict], images: bool):

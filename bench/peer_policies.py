@@ -25,7 +25,7 @@ import torch
 
 from robopolicy.config.algos import BCConfig
 from robopolicy.config.policy import DiffusionArgs, UNet1DKwargs
-from robopolicy.config.run import SamplerOptions
+from robopolicy.config.run import DataConfig, SamplerOptions
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.registry import build_policy
 
@@ -72,6 +72,20 @@ def ours_options() -> dict:
         options["layout"] = "diffusion_policy"
     if "timestep_spacing" in field_names(DiffusionArgs):
         options["timestep_spacing"] = "leading"
+    return options
+
+
+def picked_up() -> dict:
+    """Every option of the other branches this bench uses where present: the model's (above),
+    the training step's AdamW implementation, the sampler's decoded image cache (train.py's
+    defaults) and the ONNX runtime (extra rows)."""
+    options = ours_options()
+    defaults = {"optimizer_impl": BCConfig(), "decoded_cache_mb": DataConfig()}
+    for name, config in defaults.items():
+        if name in field_names(type(config)):
+            options[name] = getattr(config, name)
+    if "runtime" in field_names(SamplerOptions):
+        options["runtime"] = "onnx (extra rows)"
     return options
 
 
