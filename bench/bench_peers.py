@@ -9,7 +9,10 @@ process on one torch thread. Not part of CI: it needs the peers' own virtualenv.
 
 Rows: inference per action chunk at batch 1 (state DDIM-10, state DDPM-100, two cameras DDIM-10),
 training steps (AdamW, synthetic batch in memory; state batch 256, two cameras batch 64) and
-sequence sampling (our zarr SequenceDataset against LeRobotDataset, bench/peer_data.py). Within a
+sequence sampling (our zarr SequenceDataset against LeRobotDataset, bench/peer_data.py). Where
+the code it runs has them, our DDIM rows get two more entries: ``robopolicy_onnx``
+(``runtime="onnx"``, robopolicy/policies/runtime.py) and ``robopolicy_bf16`` (bfloat16 autocast,
+``autocast_dtype="bf16"``); the other branches' options it uses are printed and recorded. Within a
 row the peers alternate, each repetition in a rotated order, and each figure is the median over
 repetitions of wall-clock time (time.perf_counter) and of this process's CPU time
 (time.process_time). Ratios are robopolicy / peer: latency for inference (below 1 is faster),
@@ -133,6 +136,10 @@ def inference_row(name: str, images: bool, ours_sampler: str, lerobot_scheduler:
         unet = dp(lerobot_scheduler).eval()
         state = torch.cat([ours_obs["robot_state"], ours_obs["env_state"]], -1)
         calls["diffusion_policy"] = lambda: unet.predict_action(state)
+    if ours_sampler == "ddim" and pp.has_sampler_option("autocast_dtype"):
+        calls["robopolicy_bf16"] = lambda: ours.predict_action(
+            ours_obs, num_steps=steps, sampler="ddim", autocast_dtype="bf16"
+        )
     onnx = None
     if ours_sampler == "ddim":  # the ONNX runtime unrolls deterministic chains only
         onnx = pp.onnx_predictor(ours, {"num_steps": steps, "sampler": "ddim", "eta": 0.0})
@@ -233,7 +240,7 @@ def sampling_rows(args) -> list[dict]:
     return rows
 
 
-OURS = ("robopolicy", "robopolicy_onnx")
+OURS = ("robopolicy", "robopolicy_bf16", "robopolicy_onnx")
 
 
 def add_ratios(row: dict) -> None:

@@ -78,15 +78,21 @@ def ours_options() -> dict:
 def picked_up() -> dict:
     """Every option of the other branches this bench uses where present: the model's (above),
     the training step's AdamW implementation, the sampler's decoded image cache (train.py's
-    defaults) and the ONNX runtime (extra rows)."""
+    defaults), and as extra rows the ONNX runtime and bfloat16 autocast."""
     options = ours_options()
     defaults = {"optimizer_impl": BCConfig(), "decoded_cache_mb": DataConfig()}
     for name, config in defaults.items():
         if name in field_names(type(config)):
             options[name] = getattr(config, name)
-    if "runtime" in field_names(SamplerOptions):
+    if has_sampler_option("runtime"):
         options["runtime"] = "onnx (extra rows)"
+    if has_sampler_option("autocast_dtype"):
+        options["autocast_dtype"] = "bf16 (extra rows)"
     return options
+
+
+def has_sampler_option(name: str) -> bool:
+    return name in field_names(SamplerOptions)
 
 
 def shape_meta(images: bool) -> dict:
@@ -142,7 +148,7 @@ def ours_policy(images: bool) -> torch.nn.Module:
 def onnx_predictor(policy: torch.nn.Module, options: dict) -> tuple | None:
     """``(predictor, options)`` running ``policy`` with ``runtime="onnx"`` where the code has
     that runtime (SamplerOptions.runtime and robopolicy.policies.runtime), else None."""
-    if "runtime" not in field_names(SamplerOptions):
+    if not has_sampler_option("runtime"):
         return None
     from robopolicy.policies.runtime import with_runtime
 
