@@ -136,15 +136,18 @@ def test_the_chain_ppo_defaults_live_once_and_are_dppos():
 def test_the_schemas_choices_are_the_librarys():
     from robopolicy.config import algos, policy, run
     from robopolicy.data import sampler
-    from robopolicy.models import mlp
+    from robopolicy.models import mlp, unet1d
     from robopolicy.policies import base, diffusion, flow, noise_schedules
 
     pairs = [
         (policy.BACKBONES, base.BACKBONES),
+        (policy.AUTOCAST_DTYPES, base.AUTOCAST_DTYPES),
         (policy.ACTIVATIONS, mlp.ACTIVATIONS),
+        (policy.UNET_LAYOUTS, unet1d.LAYOUTS),
         (policy.DIFFUSION_SAMPLERS, diffusion.SAMPLERS),
         (policy.DIFFUSION_PREDICTIONS, diffusion.PREDICTION_TYPES),
         (policy.BETA_SCHEDULES, noise_schedules.SCHEDULES),
+        (policy.TIMESTEP_SPACINGS, noise_schedules.TIMESTEP_SPACINGS),
         (policy.FLOW_SOLVERS, flow.SOLVERS),
         (policy.FLOW_PREDICTIONS, flow.PREDICTION_TYPES),
         (policy.TIME_SAMPLINGS, flow.TIME_SAMPLINGS),

@@ -25,7 +25,6 @@ from robopolicy.data.normalizer import Normalizer
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.finetuned_diffusion import FinetunedDiffusionPolicy
 from robopolicy.policies.flow import FlowPolicy
-from robopolicy.policies.noise_schedules import inference_timesteps
 from robopolicy.policies.registry import load_policy, policy_from_record, policy_record
 from robopolicy.rl.chain_ppo import (
     ChainPPOConfig,
@@ -80,7 +79,7 @@ def make_base(shape_meta=SHAPE_META, seed=0, flow=False) -> DiffusionPolicy | Fl
 
 def make_actor(ft_steps: int, base: DiffusionPolicy | None = None) -> DiffusionChainActor:
     base = base or make_base()
-    below = inference_timesteps(base.num_train_timesteps, N_STEPS)[N_STEPS - ft_steps]
+    below = base.inference_timesteps(N_STEPS)[N_STEPS - ft_steps]
     policy = FinetunedDiffusionPolicy.from_pretrained(base, below).requires_grad_(False)
     policy.denoiser.tuned.requires_grad_(True)
     return DiffusionChainActor(policy, N_STEPS, ft_steps, "ddim", 1.0)
@@ -128,7 +127,7 @@ def test_sampled_log_prob_is_the_analytic_ddpm_gaussian_of_each_step():
     )
     rollout, window, _ = make_rollout(actor, cfg, rows=5)
     policy = actor.policy
-    timesteps = inference_timesteps(policy.num_train_timesteps, N_STEPS)
+    timesteps = policy.inference_timesteps(N_STEPS)
     abar = policy.abar_list
     for step in range(N_STEPS):
         k = timesteps[step]

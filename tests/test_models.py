@@ -12,7 +12,7 @@ from robopolicy.models import (
     TransformerDenoiser,
     resnet18_groupnorm,
 )
-from robopolicy.models.obs_encoder import RandomCrop, SpatialSoftmax
+from robopolicy.models.obs_encoder import RandomCrop, SpatialSoftmax, to_float_chw
 
 torch.set_num_threads(1)
 
@@ -20,8 +20,11 @@ ACTION_DIM, COND_DIM = 3, 10
 
 
 def tiny_denoiser(name: str, horizon: int) -> nn.Module:
-    if name == "unet1d":
-        return ConditionalUnet1D(ACTION_DIM, COND_DIM, down_dims=(16, 32, 64), time_embed_dim=16)
+    if name.startswith("unet1d"):
+        layout = name.removeprefix("unet1d-")
+        return ConditionalUnet1D(
+            ACTION_DIM, COND_DIM, down_dims=(16, 32, 64), time_embed_dim=16, layout=layout
+        )
     if name == "transformer":
         return TransformerDenoiser(ACTION_DIM, horizon, COND_DIM, d_model=32, n_layers=2)
     return MLPDenoiser(ACTION_DIM, horizon, COND_DIM, hidden_dims=(32, 32))
@@ -36,7 +39,10 @@ def test_time_embedding_values():
         SinusoidalTimeEmbedding(7)
 
 
-@pytest.mark.parametrize("name", ["unet1d", "transformer", "mlp"])
+DENOISERS = ["unet1d-diffusion_policy", "unet1d-every_level", "transformer", "mlp"]
+
+
+@pytest.mark.parametrize("name", DENOISERS)
 @pytest.mark.parametrize("horizon", [8, 7])  # 7: not a multiple of the UNet's 2**2
 def test_denoiser_shapes_and_gradients(name, horizon):
     net = tiny_denoiser(name, horizon)
@@ -47,8 +53,9 @@ def test_denoiser_shapes_and_gradients(name, horizon):
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
 
-def test_denoiser_depends_on_time_and_condition():
-    net = tiny_denoiser("unet1d", 8)
+@pytest.mark.parametrize("layout", ["diffusion_policy", "every_level"])
+def test_denoiser_depends_on_time_and_condition(layout):
+    net = tiny_denoiser(f"unet1d-{layout}", 8)
     x, cond = torch.randn(2, 8, ACTION_DIM), torch.randn(2, COND_DIM)
     t = torch.tensor([3.0, 3.0])
     base = net(x, t, cond)
@@ -56,9 +63,44 @@ def test_denoiser_depends_on_time_and_condition():
     assert not torch.allclose(base, net(x, t, cond + 1))
 
 
+@pytest.mark.parametrize(
+    ("layout", "expected"), [("diffusion_policy", 4_583_303), ("every_level", 6_658_375)]
+)
+def test_unet_layout_parameter_counts(layout, expected):
+    """4,583,303: diffusion_policy's ConditionalUnet1D and LeRobot 0.3.2's DiffusionPolicy UNet,
+    both counted with their own code (issue 18) at down dims 64-128-256, kernel 5, 8 groups,
+    FiLM scale and bias, step embedding 128, action dim 7, horizon 16 and a global condition of
+    46 (2 observation steps of LeRobot's 23-number state; 46 is the width that reproduces it).
+    6,658,375: this project's network before the layout option, at the same settings."""
+    net = ConditionalUnet1D(
+        7,
+        46,
+        down_dims=(64, 128, 256),
+        kernel_size=5,
+        n_groups=8,
+        time_embed_dim=128,
+        layout=layout,
+    )
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_unet_diffusion_policy_up_path():
+    """L - 1 up levels, each 2 * dim_out -> dim_in after the concatenation, all upsampling."""
+    net = ConditionalUnet1D(ACTION_DIM, COND_DIM, down_dims=(16, 32, 64), layout="diffusion_policy")
+    assert [(up[0].block1[0].in_channels, up[0].block1[0].out_channels) for up in net.up] == [
+        (128, 32),
+        (64, 16),
+    ]
+    assert all(isinstance(u, nn.ConvTranspose1d) for u in net.upsample)
+    every = ConditionalUnet1D(ACTION_DIM, COND_DIM, down_dims=(16, 32, 64), layout="every_level")
+    assert len(every.up) == 3 and isinstance(every.upsample[-1], nn.Identity)
+
+
 def test_unet_rejects_bad_widths():
     with pytest.raises(ValueError, match="n_groups"):
         ConditionalUnet1D(ACTION_DIM, COND_DIM, down_dims=(12, 24), n_groups=8)
+    with pytest.raises(ValueError, match="layout"):
+        ConditionalUnet1D(ACTION_DIM, COND_DIM, down_dims=(16, 32), layout="unet")
     with pytest.raises(ValueError, match="n_heads"):
         TransformerDenoiser(ACTION_DIM, 8, COND_DIM, d_model=30, n_heads=4)
 
@@ -157,6 +199,29 @@ def test_obs_encoder_per_camera(spatial_softmax):
     encoder.eval()
     obs = example_obs()
     assert torch.equal(encoder(obs), encoder(obs))  # centre crop: deterministic
+
+
+def test_image_path_is_channels_last_and_matches_the_nchw_network():
+    """Images enter as channels-last memory, the conv weights are channels-last (also after a
+    state-dict load), and the features equal those of the same weights in the default memory
+    format (the encoder before issue 18), up to float rounding."""
+    images = torch.randint(0, 256, (4, 24, 24, 3), dtype=torch.uint8)
+    chw = to_float_chw(images, 3)
+    assert chw.shape == (4, 3, 24, 24)
+    assert chw.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(chw, images.permute(0, 3, 1, 2).float() / 255)
+    torch.manual_seed(0)
+    encoder = ObsEncoder(SHAPE_META, crop_shape=(20, 20), image_feature_dim=8).eval()
+    fresh = ObsEncoder(SHAPE_META, crop_shape=(20, 20), image_feature_dim=8).eval()
+    fresh.load_state_dict(encoder.state_dict())
+    convs = [m for m in fresh.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    reference = ObsEncoder(SHAPE_META, crop_shape=(20, 20), image_feature_dim=8).eval()
+    reference.load_state_dict(encoder.state_dict())
+    reference.to(memory_format=torch.contiguous_format)
+    obs = example_obs()
+    with torch.no_grad():
+        assert torch.allclose(fresh(obs), reference(obs), atol=1e-5)
 
 
 def test_obs_encoder_shared_rgb_and_low_dim_mlp():

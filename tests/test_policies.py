@@ -15,6 +15,8 @@ from torch import nn
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.eval.envs import policy_act_fn
 from robopolicy.policies import DiffusionPolicy, FlowPolicy, RegressionPolicy
+from robopolicy.policies.registry import load_policy, policy_record
+from robopolicy.training.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -303,6 +305,48 @@ def test_state_dict_round_trip(cls):
         policy.predict_action(obs, noise=noise)["action_pred"],
         restored.predict_action(obs, noise=noise)["action_pred"],
     )
+
+
+@pytest.mark.parametrize("cls", POLICIES)
+def test_bf16_autocast_inference_is_close_to_float32(cls):
+    """autocast_dtype=bf16 runs the networks in bfloat16 (the actions change a little) and
+    returns float32 actions; none is float32 exactly."""
+    policy = make_policy(cls, "unet1d").eval()
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    fp32 = policy.predict_action(obs, noise=noise)["action_pred"]
+    assert torch.equal(
+        policy.predict_action(obs, noise=noise, autocast_dtype="none")["action_pred"], fp32
+    )
+    bf16 = policy.predict_action(obs, noise=noise, autocast_dtype="bf16")["action_pred"]
+    assert bf16.dtype == torch.float32
+    assert not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).abs().max() < 0.25  # an untrained net, epsilon chain: ~0.19 seen
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        policy.predict_action(obs, noise=noise, autocast_dtype="fp16")
+
+
+def test_a_checkpoint_from_before_the_unet_layout_option_loads_as_every_level(tmp_path):
+    """Checkpoints written before ``layout`` existed hold the every_level UNet and record no
+    layout; they rebuild that network. New policies record theirs (diffusion_policy unless
+    given), so a checkpoint always names the network it holds."""
+    normalizer = Normalizer.from_shape_meta(SHAPE_META)
+    normalizer.fit({"state": torch.randn(50, 4), "action": torch.rand(50, 2)})
+    kwargs = {**BACKBONE_KWARGS["unet1d"], "layout": "every_level"}
+    old = make_policy(DiffusionPolicy, "unet1d", backbone_kwargs=kwargs)
+    old.normalizer = normalizer
+    record = policy_record(old, old.state_dict())
+    del record["config"]["backbone_kwargs"]["layout"]
+    path = save_checkpoint(tmp_path / "old.safetensors", {"policy": record})
+    loaded, _ = load_policy(path)
+    assert loaded.denoiser.layout == "every_level"
+    assert loaded.config["backbone_kwargs"]["layout"] == "every_level"
+    obs, noise = make_obs(), torch.randn(3, HORIZON, 2)
+    assert torch.equal(
+        old.eval().predict_action(obs, noise=noise)["action"],
+        loaded.predict_action(obs, noise=noise)["action"],
+    )
+    new = make_policy(DiffusionPolicy, "unet1d")
+    assert new.config["backbone_kwargs"]["layout"] == "diffusion_policy"
 
 
 @pytest.mark.parametrize(

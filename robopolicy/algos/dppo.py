@@ -26,7 +26,6 @@ from omegaconf import DictConfig
 
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.finetuned_diffusion import FinetunedDiffusionPolicy
-from robopolicy.policies.noise_schedules import inference_timesteps
 from robopolicy.rl.ppo_loop import load_base_policy, run_chain_ppo
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
 
@@ -53,7 +52,7 @@ def train_dppo(
     algo = cfg.algo
     base = load_base_policy(cfg, device, DiffusionPolicy)
     num_steps, ft_steps = int(algo.denoising_steps), int(algo.ft_denoising_steps)
-    timesteps = inference_timesteps(base.num_train_timesteps, num_steps)
+    timesteps = base.inference_timesteps(num_steps)  # the base's timestep_spacing
     policy = FinetunedDiffusionPolicy.from_pretrained(
         base,
         finetuned_below=timesteps[num_steps - ft_steps],

@@ -26,11 +26,14 @@ from robopolicy.config.checks import (
 )
 
 BACKBONES = ("unet1d", "transformer", "mlp")  # robopolicy.policies.base.BACKBONES
+UNET_LAYOUTS = ("diffusion_policy", "every_level")  # robopolicy.models.unet1d.LAYOUTS
+AUTOCAST_DTYPES = ("none", "bf16")  # robopolicy.policies.base.AUTOCAST_DTYPES
 ACTIVATIONS = ("mish", "relu", "gelu", "silu", "tanh")  # robopolicy.models.mlp.ACTIVATIONS
 NORMALIZER_MODES = ("limits", "gaussian")  # robopolicy.data.normalizer.MODES (image: automatic)
 DIFFUSION_SAMPLERS = ("ddim", "ddpm")  # robopolicy.policies.diffusion.SAMPLERS
 DIFFUSION_PREDICTIONS = ("sample", "epsilon")  # robopolicy.policies.diffusion.PREDICTION_TYPES
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")  # robopolicy.policies.noise_schedules.SCHEDULES
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")  # noise_schedules.TIMESTEP_SPACINGS
 FLOW_SOLVERS = ("euler", "midpoint", "heun")  # robopolicy.policies.flow.SOLVERS
 FLOW_PREDICTIONS = ("sample", "velocity")  # robopolicy.policies.flow.PREDICTION_TYPES
 TIME_SAMPLINGS = ("uniform", "beta")  # robopolicy.policies.flow.TIME_SAMPLINGS
@@ -88,10 +91,17 @@ class DiffusionArgs(ChunkPolicyArgs):
     #   sampling (null: none)
     sampler: str = "ddim"  # default sampler: ddim | ddpm
     eta: float = 0.0  # DDIM eta: 0 deterministic, 1 DDPM-like noise
+    timestep_spacing: str = "linspace"  # which of the K steps sampling visits (formulas:
+    #   robopolicy/policies/noise_schedules.py inference_timesteps): linspace (evenly from K-1
+    #   to 0; every figure and checkpoint before the option used it, and checkpoints without
+    #   the key keep it) | leading (diffusers' DDIM default, as diffusion_policy and LeRobot
+    #   sample: [90, 80, ..., 0] for K=100 and 10 steps, never starting at the noisiest level) |
+    #   trailing ([99, 89, ..., 9])
 
     def check(self) -> None:
         super().check()
         at_least(self, 1, "num_train_timesteps")
+        one_of(self, "timestep_spacing", TIMESTEP_SPACINGS)
         in_range(self, 1, self.num_train_timesteps, "num_inference_steps")
         one_of(self, "beta_schedule", BETA_SCHEDULES)
         one_of(self, "prediction_type", DIFFUSION_PREDICTIONS)
@@ -225,9 +235,15 @@ class UNet1DKwargs:
     kernel_size: int = 5  # temporal convolution width (odd: the convolutions keep the length)
     n_groups: int = 8  # GroupNorm groups (must divide every width)
     time_embed_dim: int = 128  # width of the sinusoidal time embedding
+    layout: str = "diffusion_policy"  # up path: diffusion_policy (Chi et al.'s network: one up
+    #   level fewer than down levels, the first level's skip unused; 4.58M parameters at
+    #   64-128-256) | every_level (this project's first network: an up level per down level,
+    #   +45% parameters, ~58% more FLOPs; checkpoints written before this option hold it).
+    #   PickLift, one short run each: 52% vs 46% (docs/benchmarks.md, issue 18)
 
     def check(self) -> None:
         widths(self, "down_dims")
+        one_of(self, "layout", UNET_LAYOUTS)
         at_least(self, 1, "kernel_size", "n_groups", "time_embed_dim")
         require(self.kernel_size % 2 == 1, "kernel_size", self.kernel_size, "expected an odd width")
         require(

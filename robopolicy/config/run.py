@@ -23,7 +23,12 @@ from robopolicy.config.checks import (
     one_of,
     require,
 )
-from robopolicy.config.policy import DIFFUSION_SAMPLERS, FLOW_SOLVERS
+from robopolicy.config.policy import (
+    AUTOCAST_DTYPES,
+    DIFFUSION_SAMPLERS,
+    FLOW_SOLVERS,
+    TIMESTEP_SPACINGS,
+)
 
 END_PADDING = ("full", "action_steps")  # robopolicy.data.sampler.END_PADDING
 PAD_ACTION = ("auto", "hold", "repeat")  # robopolicy.data.sampler.PAD_ACTION
@@ -81,6 +86,11 @@ class SamplerOptions:
     solver: str | None = None  # flow only: euler | midpoint | heun (null: the policy's default)
     noise_std: float | None = None  # flow only: per-step noise, 0 deterministic (null: the
     #   policy's default)
+    timestep_spacing: str | None = None  # diffusion only: linspace | leading | trailing (null:
+    #   the policy's timestep_spacing)
+    autocast_dtype: str | None = None  # none (float32) | bf16 (the observation encoder and the
+    #   denoiser under bfloat16 autocast; on this project's CPU it was ~1.35x slower at batch 1:
+    #   docs/benchmarks.md, issue 18); null: none
 
     def check(self) -> None:
         at_least(self, 1, "num_steps")
@@ -88,6 +98,8 @@ class SamplerOptions:
         in_range(self, 0, 1, "eta")
         one_of(self, "solver", FLOW_SOLVERS)
         non_negative(self, "noise_std")
+        one_of(self, "timestep_spacing", TIMESTEP_SPACINGS)
+        one_of(self, "autocast_dtype", AUTOCAST_DTYPES)
 
 
 @dataclass

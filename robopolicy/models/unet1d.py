@@ -2,10 +2,24 @@
 
 The chunk ``x (B, T, Da)`` is treated as a ``Da``-channel signal of length ``T``. Each level of
 the UNet has two residual blocks of 1-D convolutions; between levels the length is halved on the
-way down and doubled on the way up, and each up level concatenates the skip connection saved at
-the same level on the way down.
+way down (``Conv1d(d, d, 3, stride 2, padding 1)``) and doubled on the way up
+(``ConvTranspose1d(d, d, 4, stride 2, padding 1)``), and each up level concatenates a skip
+connection saved on the way down. Two layouts of the up path (``layout``):
 
-Conditioning is global: ``c = [time_mlp(t), cond]`` is mapped, in every residual block, to a
+* ``diffusion_policy``: Chi et al.'s ``ConditionalUnet1D`` (diffusion_policy and LeRobot's
+  DiffusionPolicy build the same network). With ``L = len(down_dims)`` levels there are ``L - 1``
+  up levels; up level ``j`` (``j = L-2 .. 0``) concatenates the skip of level ``j + 1`` and maps
+  ``2 * down_dims[j+1] -> down_dims[j]``, then upsamples. The skip of the first (full-length)
+  level is never used. At down dims 64-128-256, kernel 5, 8 groups, time embedding 128, action
+  dim 7 and a 46-wide condition (2 observation steps of 23 numbers) it has 4,583,303
+  parameters, as theirs do.
+* ``every_level``: this project's first network, kept so that its checkpoints load. One up level
+  per down level (``L``), each concatenating the skip of its own level, so every skip is used and
+  the up path has one more level, at the deepest width; the last up level does not upsample. At the
+  settings above it has 6,658,375 parameters (+45%) and ~58% more multiply-adds.
+
+Conditioning is global: ``c = [time_mlp(t), cond]`` with ``time_mlp`` = sinusoidal features ->
+``Linear(d, 4d)`` -> Mish -> ``Linear(4d, d)``; in every residual block ``c`` is mapped to a
 per-channel scale and shift (FiLM, Perez et al. 2018)::
 
     h = conv_block_1(x)                     conv -> GroupNorm -> Mish
@@ -13,6 +27,10 @@ per-channel scale and shift (FiLM, Perez et al. 2018)::
     h = (1 + gamma) * h + beta              FiLM; gamma = beta = 0 is the identity
     h = conv_block_2(h)
     out = h + residual_conv(x)              1x1 conv when channel counts differ
+
+(Diffusion Policy writes ``gamma * h + beta``: the same parameters and the same functions, the
+scale offset by one so that a freshly initialised block starts near the identity.) The output is
+``Conv1dBlock(d0, d0)`` -> ``Conv1d(d0, Da, 1)``.
 
 The length is padded (edge values repeated) up to a multiple of ``2 ** (len(down_dims) - 1)``
 and the output cropped back, so any horizon works.
@@ -62,11 +80,15 @@ class FiLMResidualBlock1D(nn.Module):
         return self.block2(h) + self.residual(x)
 
 
+LAYOUTS = ("diffusion_policy", "every_level")
+
+
 class ConditionalUnet1D(nn.Module):
     """``(x (B,T,Da), t (B,), cond (B,Dc)) -> (B,T,Da)``.
 
     ``down_dims`` gives the channel width of each level (the number of levels is its length);
-    each width must be divisible by ``n_groups`` (GroupNorm).
+    each width must be divisible by ``n_groups`` (GroupNorm). ``layout`` chooses the up path
+    (module docstring): ``diffusion_policy`` or ``every_level``.
     """
 
     def __init__(
@@ -77,6 +99,7 @@ class ConditionalUnet1D(nn.Module):
         kernel_size: int = 5,
         n_groups: int = 8,
         time_embed_dim: int = 128,
+        layout: str = "diffusion_policy",
     ):
         super().__init__()
         down_dims = list(down_dims)
@@ -86,6 +109,9 @@ class ConditionalUnet1D(nn.Module):
             raise ValueError(f"down_dims {down_dims} must all be divisible by n_groups={n_groups}")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         self.num_levels = len(down_dims)
         self.time_embed = time_mlp(time_embed_dim, time_embed_dim)
         film_dim = time_embed_dim + cond_dim
@@ -106,22 +132,29 @@ class ConditionalUnet1D(nn.Module):
 
         self.mid = nn.ModuleList([res_block(width, width), res_block(width, width)])
 
-        # Up levels run from the deepest to the first; each sees [current, skip of its level].
+        # Up levels run from the deepest; each sees [current, the skip popped last] and ends at
+        # the width of its output level, then upsamples unless the length is back to full.
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
-        for level in reversed(range(self.num_levels)):
-            dim = down_dims[level]
-            self.up.append(nn.ModuleList([res_block(width + dim, dim), res_block(dim, dim)]))
-            self.upsample.append(
-                nn.Identity()
-                if level == 0
-                else nn.ConvTranspose1d(dim, dim, 4, stride=2, padding=1)
-            )
+        for out_level, skip_level in self._up_levels():
+            dim, skip = down_dims[out_level], down_dims[skip_level]
+            self.up.append(nn.ModuleList([res_block(width + skip, dim), res_block(dim, dim)]))
+            upsample = nn.ConvTranspose1d(dim, dim, 4, stride=2, padding=1)
+            self.upsample.append(upsample if skip_level > 0 else nn.Identity())
             width = dim
 
         self.final = nn.Sequential(
             Conv1dBlock(width, width, kernel_size, n_groups), nn.Conv1d(width, action_dim, 1)
         )
+
+    def _up_levels(self) -> list[tuple[int, int]]:
+        """``(output level, skip level)`` of each up level, deepest first. The length is halved
+        after every down level but the last, so the length is full again once the skip of level
+        0 has been used (``every_level``) or level 1's has (``diffusion_policy``)."""
+        levels = reversed(range(self.num_levels))
+        if self.layout == "every_level":
+            return [(level, level) for level in levels]
+        return [(level - 1, level) for level in levels if level > 0]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         horizon = x.shape[1]
@@ -140,7 +173,7 @@ class ConditionalUnet1D(nn.Module):
         for block in self.mid:
             h = block(h, c)
         for (block1, block2), upsample in zip(self.up, self.upsample, strict=True):
-            h = torch.cat([h, skips.pop()], dim=1)
+            h = torch.cat([h, skips.pop()], dim=1)  # diffusion_policy leaves level 0's unused
             h = block2(block1(h, c), c)
             h = upsample(h)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from robopolicy.models.transformer import TransformerDenoiser
 from robopolicy.models.unet1d import ConditionalUnet1D
 
 BACKBONES = ("unet1d", "transformer", "mlp")
+AUTOCAST_DTYPES = ("none", "bf16")
 
 
 def make_denoiser(
@@ -79,6 +81,16 @@ def standard_normal(
     if generator is None:
         return torch.randn(shape, device=device)
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def inference_autocast(dtype: str | None, device: torch.device) -> AbstractContextManager:
+    """``torch.autocast`` to bfloat16 on ``device`` for ``"bf16"``; nothing for None or
+    ``"none"`` (robopolicy/config/run.py SamplerOptions.autocast_dtype)."""
+    if dtype is None or dtype == "none":
+        return nullcontext()
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"autocast_dtype must be one of {AUTOCAST_DTYPES} or None, got {dtype!r}")
 
 
 @dataclass
@@ -171,6 +183,8 @@ class BasePolicy(nn.Module, ABC):
         self.denoiser = make_denoiser(
             backbone, self.action_dim, horizon, self.cond_dim, backbone_kwargs
         )
+        if backbone == "unet1d":  # recorded, so that a checkpoint names the network it holds
+            self.config["backbone_kwargs"]["layout"] = self.denoiser.layout
 
     @classmethod
     def from_config(cls, config: dict, normalizer: nn.Module) -> BasePolicy:
@@ -284,19 +298,25 @@ class BasePolicy(nn.Module, ABC):
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
+        autocast_dtype: str | None = None,
         **options,
     ) -> list[DenoisingStep]:
         """Run the chain from ``noise`` (drawn if None) and return each of its steps.
 
         The last step's ``x_next`` is the normalised action chunk. ``options`` are the
         subclass's sampler options and ``min_std``; ``generator`` draws the step noise.
+        ``autocast_dtype="bf16"`` runs the encoder and the denoiser under bfloat16 autocast (the
+        chain itself stays float32); None or ``"none"``: float32 throughout.
         """
-        cond = self.encode_obs(obs)
+        with inference_autocast(autocast_dtype, self.device):
+            cond = self.encode_obs(obs)
         x = self.initial_noise(cond.shape[0], noise, generator)
         num_steps = num_steps or self.num_inference_steps
         steps = []
         for step in range(num_steps):
-            mean, std = self.step_distribution(x, step, cond, num_steps, **options)
+            with inference_autocast(autocast_dtype, self.device):
+                mean, std = self.step_distribution(x, step, cond, num_steps, **options)
+            mean, std = mean.float(), std.float()
             if bool((std > 0).any()):
                 z = standard_normal(mean.shape, generator, mean.device)
                 x_next = mean + std * z

@@ -7,8 +7,10 @@ Training (Ho et al. 2020). For a normalised action chunk ``a`` and a uniform ste
     x_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps
     loss = || f(x_k, k, cond) - target ||^2,   target = eps ("epsilon") or a ("sample")
 
-Sampling visits ``num_steps`` of the K training steps, ``k_1 > k_2 > ... > k_N`` (evenly spaced,
-chosen at inference), and at each step first recovers both the clean chunk and the noise::
+Sampling visits ``num_steps`` of the K training steps, ``k_1 > k_2 > ... > k_N`` (chosen at
+inference; ``timestep_spacing`` linspace | leading | trailing, the formulas in
+robopolicy/policies/noise_schedules.py ``inference_timesteps``), and at each step first recovers
+both the clean chunk and the noise::
 
     epsilon prediction:  eps_hat = f,  a_hat = (x_k - sqrt(1 - abar_k) eps_hat) / sqrt(abar_k)
     sample prediction:   a_hat = f,    eps_hat = (x_k - sqrt(abar_k) a_hat) / sqrt(1 - abar_k)
@@ -47,7 +49,12 @@ import torch
 from torch import nn
 
 from robopolicy.policies.base import BasePolicy
-from robopolicy.policies.noise_schedules import alphas_cumprod, inference_timesteps, make_betas
+from robopolicy.policies.noise_schedules import (
+    TIMESTEP_SPACINGS,
+    alphas_cumprod,
+    inference_timesteps,
+    make_betas,
+)
 
 PREDICTION_TYPES = ("epsilon", "sample")
 SAMPLERS = ("ddpm", "ddim")
@@ -64,6 +71,8 @@ class DiffusionPolicy(BasePolicy):
             actions normalised to ``[-1, 1]``); None: no clamp (e.g. gaussian-normalised actions).
         sampler: default sampler, ``"ddim"`` or ``"ddpm"`` (``predict_action(sampler=...)``).
         eta: default DDIM eta (0: deterministic).
+        timestep_spacing: default choice of the visited steps, ``"linspace"``, ``"leading"`` or
+            ``"trailing"`` (``predict_action(timestep_spacing=...)`` overrides it).
     """
 
     def __init__(
@@ -84,12 +93,14 @@ class DiffusionPolicy(BasePolicy):
         clip_sample: float | None = 1.0,
         sampler: str = "ddim",
         eta: float = 0.0,
+        timestep_spacing: str = "linspace",
     ):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
             )
         _check_sampler(sampler, eta)
+        _check_spacing(timestep_spacing)
         if clip_sample is not None and clip_sample <= 0:
             raise ValueError(f"clip_sample must be positive or None, got {clip_sample}")
         if not 1 <= num_inference_steps <= num_train_timesteps:
@@ -117,12 +128,14 @@ class DiffusionPolicy(BasePolicy):
             clip_sample=clip_sample,
             sampler=sampler,
             eta=eta,
+            timestep_spacing=timestep_spacing,
         )
         self.num_train_timesteps = num_train_timesteps
         self.prediction_type = prediction_type
         self.clip_sample = clip_sample
         self.sampler = sampler
         self.eta = eta
+        self.timestep_spacing = timestep_spacing
         abar = alphas_cumprod(betas)
         # float64 Python numbers for the sampling coefficients; a float32 buffer for training.
         self.abar_list: list[float] = abar.tolist()
@@ -138,6 +151,13 @@ class DiffusionPolicy(BasePolicy):
         noisy = abar.sqrt() * action + (1 - abar).sqrt() * eps
         target = eps if self.prediction_type == "epsilon" else action
         return noisy, k.float(), target
+
+    def inference_timesteps(self, num_steps: int, spacing: str | None = None) -> list[int]:
+        """The training steps a ``num_steps`` chain visits, noisiest first (``spacing`` None:
+        the policy's ``timestep_spacing``)."""
+        spacing = self.timestep_spacing if spacing is None else spacing
+        _check_spacing(spacing)
+        return inference_timesteps(self.num_train_timesteps, num_steps, spacing)
 
     def predict_clean(
         self, x: torch.Tensor, k: int, cond: torch.Tensor
@@ -163,11 +183,12 @@ class DiffusionPolicy(BasePolicy):
         num_steps: int,
         sampler: str | None = None,
         eta: float | None = None,
+        timestep_spacing: str | None = None,
     ) -> tuple[torch.Tensor, float]:
         sampler = self.sampler if sampler is None else sampler
         eta = self.eta if eta is None else eta
         _check_sampler(sampler, eta)
-        timesteps = inference_timesteps(self.num_train_timesteps, num_steps)
+        timesteps = self.inference_timesteps(num_steps, timestep_spacing)
         k = timesteps[step]
         abar = self.abar_list[k]
         abar_prev = self.abar_list[timesteps[step + 1]] if step + 1 < num_steps else 1.0
@@ -191,3 +212,8 @@ def _check_sampler(sampler: str, eta: float) -> None:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
+
+
+def _check_spacing(spacing: str) -> None:
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")

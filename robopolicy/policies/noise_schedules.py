@@ -14,6 +14,8 @@ Schedules (``k = 0 .. K-1``):
   ``alpha_bar`` then follows the squared cosine, adding noise slowly at both ends.
 * ``linear`` (Ho et al. 2020): ``beta_k`` evenly spaced from ``beta_start`` to ``beta_end``, with
   the DDPM values 1e-4 and 0.02 given for K = 1000 rescaled by ``1000 / K``.
+
+Sampling visits a subset of the K steps; ``inference_timesteps`` chooses it (three spacings).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import torch
 
 SCHEDULES = ("squaredcos_cap_v2", "linear")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 
 
 def squared_cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
@@ -57,15 +60,35 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def inference_timesteps(num_train_steps: int, num_steps: int) -> list[int]:
-    """``num_steps`` training-step indices to visit when sampling, from ``K-1`` down to 0.
+def inference_timesteps(num_train_steps: int, num_steps: int, spacing: str) -> list[int]:
+    """``num_steps`` training-step indices to visit when sampling, from the noisiest down.
 
-    Evenly spaced (rounded) over ``[0, K-1]``, so the first sampling step always starts from
-    the noisiest level; with ``num_steps == K`` every step is visited.
+    With ``K = num_train_steps``, ``S = num_steps`` and ``i = 0 .. S-1`` (diffusers'
+    ``DDIMScheduler.timestep_spacing``, with its ``steps_offset = 0`` as diffusion_policy and
+    LeRobot configure it):
+
+    * ``linspace``: ``round(K-1 - i (K-1) / (S-1))``, evenly spaced over ``[0, K-1]``: starts at
+      the noisiest level and ends at 0. For ``S = 1``, ``[K-1]`` (diffusers: ``[0]``).
+    * ``leading``: ``(S-1-i) * (K // S)``, diffusers' default for DDIM (e.g. ``[90, 80, ..., 0]``
+      for K = 100, S = 10): ends at 0 but never visits the ``K - 1 - (S-1) (K//S)`` noisiest
+      levels, so sampling starts from pure noise at a level the network saw as partly clean.
+    * ``trailing``: ``round(K - i K / S) - 1`` (``[99, 89, ..., 9]``): starts at the noisiest
+      level; the last step is at ``round(K / S) - 1``, not 0.
+
+    With ``S == K`` all three visit every step. Python's ``round`` (half to even) matches
+    NumPy's, which diffusers uses.
     """
     if not 1 <= num_steps <= num_train_steps:
         raise ValueError(f"num_steps must be in [1, {num_train_steps}], got {num_steps}")
-    if num_steps == 1:
-        return [num_train_steps - 1]
-    points = torch.linspace(num_train_steps - 1, 0, num_steps, dtype=torch.float64)
-    return [int(round(p)) for p in points.tolist()]
+    steps = range(num_steps)
+    if spacing == "linspace":
+        if num_steps == 1:
+            return [num_train_steps - 1]
+        points = torch.linspace(num_train_steps - 1, 0, num_steps, dtype=torch.float64)
+        return [int(round(p)) for p in points.tolist()]
+    if spacing == "leading":
+        return [(num_steps - 1 - i) * (num_train_steps // num_steps) for i in steps]
+    if spacing == "trailing":
+        ratio = num_train_steps / num_steps
+        return [int(round(num_train_steps - i * ratio)) - 1 for i in steps]
+    raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")

@@ -100,12 +100,21 @@ def _fresh_policy(kind: str, config: dict, normalizer: Normalizer) -> BasePolicy
     """The policy ``kind`` with ``config`` and freshly initialised weights; a steered policy's
     frozen base is rebuilt from its own kind and config first."""
     if kind != "steered":
-        return POLICY_KINDS[kind].from_config(config, normalizer)
+        return POLICY_KINDS[kind].from_config(_upgraded(config), normalizer)
     base_kind = config["base_kind"]
     if base_kind not in BASE_POLICY_KINDS:
         raise ValueError(f"a steered policy's base kind {base_kind!r} is not a base policy")
-    base = BASE_POLICY_KINDS[base_kind].from_config(config["base_config"], normalizer)
+    base = BASE_POLICY_KINDS[base_kind].from_config(_upgraded(config["base_config"]), normalizer)
     return SteeredPolicy.from_config(config, base)
+
+
+def _upgraded(config: dict) -> dict:
+    """A base policy's recorded config with the entries older checkpoints lack: a UNet without
+    a ``layout`` is the ``every_level`` network (the only one before the option existed)."""
+    if config.get("backbone") != "unet1d" or "layout" in config.get("backbone_kwargs", {}):
+        return config
+    backbone_kwargs = {**config.get("backbone_kwargs", {}), "layout": "every_level"}
+    return {**config, "backbone_kwargs": backbone_kwargs}
 
 
 def load_policy(
