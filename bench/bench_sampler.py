@@ -1,16 +1,21 @@
 """Sampler throughput against a plain-numpy reference measured in the same run.
 
-Run: ``.venv/bin/python bench/bench_sampler.py`` (one to two minutes on 2 shared cores). It
+Run: ``.venv/bin/python bench/bench_sampler.py`` (two to three minutes on 2 shared cores). It
 builds two synthetic datasets in a temporary directory, a low-dim one and one with two 96x96
 RGB cameras, and measures samples/s for
 
-- ``reference``: every array decompressed into numpy up front, windows computed here
-  independently (same index arithmetic and edge padding), a sample is a numpy gather. This is
-  the ceiling for a single process: no decoding at all, at the price of holding every image
-  decompressed in RAM (the image dataset's 2 x 4800 frames are 265 MB this way);
+- ``reference``: diffusion_policy's fully decompressed in-RAM path (its ``ReplayBuffer`` loaded
+  into numpy and its ``SequenceSampler``), written here from its description: every array
+  decompressed up front, an index table with each window's buffer rows and padding, a sample is
+  a slice per key padded by repeating the edge rows, a batch is the samples stacked (torch's
+  default collate). It holds every image decompressed in RAM (the image dataset's 2 x 4800
+  frames are 265 MB this way);
 - ``SequenceSampler`` on disk and in memory (compressed chunks in RAM), with the fast frame path
-  and with plain zarr indexing (``fast_images=False``);
-- ``make_dataloader`` with 0 and 2 workers, batches of 64, over our sampler and over the
+  and with plain zarr indexing (``fast_images=False``), and with its images decoded into RAM
+  (``decoded_cache_bytes``, train.py's ``data.decoded_cache_mb``), one window at a time and in
+  batches of 256 (``get_batch``, what the loader calls); our samplers use diffusion_policy's
+  windows (``end_padding="action_steps"``) so that both sample the same set;
+- ``make_dataloader`` with 0 and 2 workers, batches of 256, over our sampler and over the
   reference (each loader figure is compared with the reference served the same way).
 
 Two figures per row: samples/s of wall-clock time (the best of 4 rounds, the least disturbed by
@@ -41,7 +46,7 @@ from robopolicy.data.sampler import SequenceSampler
 from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
 
 HORIZON, N_OBS_STEPS, N_ACTION_STEPS = 16, 2, 8
-BATCH_SIZE = 64
+BATCH_SIZE = 256  # windows per batch, the training default
 RESULTS = Path(__file__).parent / "results" / "sampler.json"
 
 
@@ -81,12 +86,15 @@ def build(path: Path, n_episodes: int, length: int, cameras: int) -> None:
 
 
 class ReferenceSampler:
-    """Everything in numpy; the same windows as the Diffusion Policy convention, written here."""
+    """diffusion_policy's in-RAM sampling (module docstring), written here: everything in numpy,
+    its windows (n_obs_steps - 1 steps before an episode, n_action_steps - 1 after), a sample
+    sliced and edge-padded key by key. Observations are read for the first n_obs_steps only, as
+    its ``key_first_k`` does."""
 
     def __init__(self, replay_buffer: ReplayBuffer):
         self.obs_keys = list(replay_buffer.shape_meta["obs"])
         self.arrays = {key: replay_buffer.read_all(key) for key in [*self.obs_keys, "action"]}
-        self.windows = []  # (start, first step, last step) of each window
+        self.windows = []  # the index table: (start, first step, last step) of each window
         begin = 0
         for end in replay_buffer.episode_ends.tolist():
             for start in range(begin - N_OBS_STEPS + 1, end - HORIZON + N_ACTION_STEPS):
@@ -98,10 +106,35 @@ class ReferenceSampler:
 
     def __getitem__(self, index: int) -> dict:
         start, first, last = self.windows[index]
+        obs = {key: self._padded(key, start, N_OBS_STEPS, first, last) for key in self.obs_keys}
         steps = np.arange(start, start + HORIZON)
-        rows = np.clip(steps, first, last)
-        obs = {key: self.arrays[key][rows[:N_OBS_STEPS]] for key in self.obs_keys}
-        return {"obs": obs, "action": self.arrays["action"][rows], "is_pad": rows != steps}
+        return {
+            "obs": obs,
+            "action": self._padded("action", start, HORIZON, first, last),
+            "is_pad": (steps < first) | (steps > last),
+        }
+
+    def _padded(self, key: str, start: int, length: int, first: int, last: int) -> np.ndarray:
+        """Rows ``start .. start + length - 1``, those outside [first, last] repeating the edge."""
+        low, high = max(start, first), min(start + length, last + 1)
+        sample = self.arrays[key][low:high]
+        before, after = low - start, start + length - high
+        if not before and not after:
+            return sample
+        data = np.empty((length, *sample.shape[1:]), dtype=sample.dtype)
+        data[:before] = sample[0]
+        data[before : length - after] = sample
+        data[length - after :] = sample[-1]
+        return data
+
+    def get_batch(self, indices) -> dict:
+        """The windows stacked, as torch's default collate stacks the samples of a batch."""
+        samples = [self[int(index)] for index in indices]
+        return {
+            "obs": {key: np.stack([s["obs"][key] for s in samples]) for key in self.obs_keys},
+            "action": np.stack([s["action"] for s in samples]),
+            "is_pad": np.stack([s["is_pad"] for s in samples]),
+        }
 
 
 def cpu_seconds(processes) -> float:
@@ -140,6 +173,17 @@ def sampler_rates(sampler, n_samples: int) -> tuple[float, float]:
     return timed_rounds(step, 4, n_samples // 4)
 
 
+def batch_rates(sampler, n_batches: int) -> tuple[float, float]:
+    """The same as ``sampler_rates``, over ``get_batch`` of BATCH_SIZE random windows."""
+    rng = np.random.default_rng(3)
+    sampler.get_batch(rng.integers(0, len(sampler), size=BATCH_SIZE))  # warm-up
+
+    def step() -> int:
+        return len(sampler.get_batch(rng.integers(0, len(sampler), size=BATCH_SIZE))["action"])
+
+    return timed_rounds(step, 4, n_batches // 4)
+
+
 def loader_rates(dataset, num_workers: int, n_batches: int) -> tuple[float, float]:
     loader = make_dataloader(dataset, batch_size=BATCH_SIZE, seed=0, num_workers=num_workers)
     batches = iter(loader)
@@ -153,14 +197,19 @@ def loader_rates(dataset, num_workers: int, n_batches: int) -> tuple[float, floa
 
 
 def check_equal(ours, reference, n: int = 50) -> None:
-    for index in np.random.default_rng(2).integers(0, len(ours), size=n).tolist():
-        a, b = ours[index], reference[index]
-        assert np.array_equal(a["action"], b["action"]) and np.array_equal(a["is_pad"], b["is_pad"])
-        assert all(np.array_equal(a["obs"][k], b["obs"][k]) for k in b["obs"])
+    indices = np.random.default_rng(2).integers(0, len(ours), size=n)
+    a, b = ours.get_batch(indices), reference.get_batch(indices)
+    assert np.array_equal(a["action"], b["action"]) and np.array_equal(a["is_pad"], b["is_pad"])
+    assert all(np.array_equal(a["obs"][k], b["obs"][k]) for k in b["obs"])
 
 
 def bench_dataset(path: Path, n_samples: int, n_batches: int) -> dict:
-    params = {"horizon": HORIZON, "n_obs_steps": N_OBS_STEPS, "n_action_steps": N_ACTION_STEPS}
+    params = {
+        "horizon": HORIZON,
+        "n_obs_steps": N_OBS_STEPS,
+        "n_action_steps": N_ACTION_STEPS,
+        "end_padding": "action_steps",  # diffusion_policy's windows, the reference's
+    }
     on_disk = ReplayBuffer.open(path)
     in_memory = ReplayBuffer.open(path, in_memory=True)
     reference = ReferenceSampler(on_disk)
@@ -168,8 +217,12 @@ def bench_dataset(path: Path, n_samples: int, n_batches: int) -> dict:
         "sampler_disk": SequenceSampler(on_disk, **params),
         "sampler_memory": SequenceSampler(in_memory, **params),
     }
-    has_images = bool(samplers["sampler_disk"]._images)
+    has_images = bool(samplers["sampler_disk"].image_keys)
     if has_images:
+        samplers["sampler_decoded"] = SequenceSampler(
+            in_memory, decoded_cache_bytes=2**40, **params
+        )
+        assert samplers["sampler_decoded"].images_decoded
         samplers["sampler_disk_plain_zarr"] = SequenceSampler(on_disk, fast_images=False, **params)
         samplers["sampler_memory_plain_zarr"] = SequenceSampler(
             in_memory, fast_images=False, **params
@@ -183,10 +236,17 @@ def bench_dataset(path: Path, n_samples: int, n_batches: int) -> dict:
     for name, sampler in samplers.items():
         rates[name] = sampler_rates(sampler, n_samples)
         baseline[name] = "reference_numpy"
+    rates["batch_reference_numpy"] = batch_rates(reference, n_batches)
+    baseline["batch_reference_numpy"] = "batch_reference_numpy"
+    for name, sampler in samplers.items():
+        if "plain_zarr" not in name:
+            rates[f"batch_{name}"] = batch_rates(sampler, n_batches)
+            baseline[f"batch_{name}"] = "batch_reference_numpy"
     # Loader figures are compared with the reference served by the same loader and workers.
     sources = {"reference": reference, "disk": samplers["sampler_disk"]}
     if has_images:
         sources["memory"] = samplers["sampler_memory"]
+        sources["decoded"] = samplers["sampler_decoded"]
     for workers in (0, 2):
         for name, source in sources.items():
             key = f"dataloader_{name}_{workers}_workers"
@@ -218,8 +278,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp:
         specs = {
-            "low_dim": (Path(tmp) / "low_dim.zarr", 100, 150, 0, 12000, 100),
-            "two_cameras_96x96": (Path(tmp) / "images.zarr", 40, 120, 2, 2000, 32),
+            "low_dim": (Path(tmp) / "low_dim.zarr", 100, 150, 0, 12000, 40),
+            "two_cameras_96x96": (Path(tmp) / "images.zarr", 40, 120, 2, 2000, 12),
         }
         for name, (path, n_episodes, length, cameras, n_samples, n_batches) in specs.items():
             begin = time.perf_counter()

@@ -74,6 +74,7 @@ TRAIN = [
     "algo.top_k=-1|algo.top_k",
     "algo.betas=[0.9]|algo.betas",
     "algo.stop_after=0|algo.stop_after",
+    "algo.optimizer_impl=sgd|algo.optimizer_impl",
     "algo.name=dppo|algo.name",
     # the run, the data, the evaluations, the logger, the task
     "torch_threads=-1|torch_threads",
@@ -83,6 +84,7 @@ TRAIN = [
     "data.batch_size=0|data.batch_size",
     "data.val_ratio=1.0|data.val_ratio",
     "data.num_workers=-1|data.num_workers",
+    "data.decoded_cache_mb=-1|data.decoded_cache_mb",
     "data.end_padding=none|data.end_padding",
     "data.pad_action=zero|data.pad_action",
     "eval.n_episodes=0|eval.n_episodes",

@@ -177,6 +177,22 @@ def test_in_memory_and_on_disk_and_plain_zarr_give_identical_samples(dataset):
                 np.testing.assert_array_equal(sample["obs"][key], reference["obs"][key])
 
 
+def test_decoded_cache_gives_identical_batches_below_its_bound(dataset):
+    frames = 15 * 4 * 4 * 3  # 15 steps of one 4x4x3 camera, in bytes
+    decoded, above = make(dataset, decoded_cache_bytes=frames), make(dataset, decoded_cache_bytes=1)
+    assert decoded.image_bytes == frames and decoded.images_decoded
+    assert decoded.keys_decoded_per_sample == [] and above.keys_decoded_per_sample == ["cam"]
+    assert not above.images_decoded and not make(dataset).images_decoded  # 0: never
+    indices = np.arange(len(decoded))[::-1]
+    reference, batch = above.get_batch(indices), decoded.get_batch(indices)
+    np.testing.assert_array_equal(batch["obs"]["cam"], reference["obs"]["cam"])
+    np.testing.assert_array_equal(batch["obs"]["pos"], reference["obs"]["pos"])
+    np.testing.assert_array_equal(batch["action"], reference["action"])
+    assert list(batch["obs"]) == list(reference["obs"])
+    val = make(dataset, val_ratio=0.34, decoded_cache_bytes=frames).get_validation_sampler()
+    assert val.images_decoded and val[0]["obs"]["cam"].shape == (2, 4, 4, 3)
+
+
 @pytest.mark.parametrize("in_memory", [False, True])
 def test_fast_frame_path_equals_zarr_read(tmp_path, in_memory):
     meta = {"obs": {"rgb": {"shape": [12, 10, 3], "type": "rgb"}}, "action": {"shape": [1]}}

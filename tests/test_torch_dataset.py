@@ -116,6 +116,9 @@ def test_default_workers_only_for_datasets_that_decode_images(dataset):
     low_dim = SequenceDataset(SequenceSampler(dataset.sampler.replay_buffer, 4, 2, 3, ["pos"]))
     assert low_dim.image_keys == [] and dataset.image_keys == ["cam"]
     assert make_dataloader(low_dim, batch_size=2).loader.num_workers == 0
+    buffer = dataset.sampler.replay_buffer
+    decoded = SequenceDataset(SequenceSampler(buffer, 4, 2, 3, decoded_cache_bytes=2**20))
+    assert decoded.image_keys == [] and make_dataloader(decoded, 2).loader.num_workers == 0
 
 
 def test_workers_are_single_threaded():

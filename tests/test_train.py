@@ -83,6 +83,19 @@ def test_resumed_run_continues_identically(dataset, tmp_path, policy):
     assert losses == resumed_losses
 
 
+def test_validation_does_not_change_training(dataset, tmp_path):
+    """A validation at step 3 (its own seeded noise) leaves the training losses after it as they
+    are without one."""
+    validated = tmp_path / "validated"
+    train_bc(_config(dataset, "algo.val_every=3"), validated, "cpu")
+    plain = tmp_path / "plain"
+    train_bc(_config(dataset, "algo.val_every=6"), plain, "cpu")
+    assert "val/loss" in _read_metrics(validated)[2]
+    assert "val/loss" not in _read_metrics(plain)[2]
+    losses = [r["train/loss"] for r in _read_metrics(validated)]
+    assert losses == [r["train/loss"] for r in _read_metrics(plain)]
+
+
 def _read_metrics(run_dir: Path) -> list[dict]:
     import json
 

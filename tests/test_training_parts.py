@@ -12,7 +12,7 @@ from torch import nn
 from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
-from robopolicy.training.rng import rng_state, seed_everything, set_rng_state
+from robopolicy.training.rng import isolated_torch_rng, rng_state, seed_everything, set_rng_state
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
 
@@ -96,9 +96,15 @@ def test_ema_tracks_and_copies_buffers():
     ema.update(model)  # step 1: decay min(1 - 1/2, 0.5) = 0.5 -> halfway
     assert torch.allclose(ema.averaged.weight, torch.full((2,), 4.0))
     assert torch.equal(ema.averaged.running_mean, model.running_mean)
+    model.running_mean = torch.full((2,), 9.0)  # a new buffer tensor (as Module.to makes)
+    ema.averaged.running_mean = torch.zeros(2)
+    ema.update(model)
+    assert torch.equal(ema.averaged.running_mean, model.running_mean)
+    with pytest.raises(ValueError, match="built from"):
+        ema.update(nn.BatchNorm1d(2))
     restored = EMA(nn.BatchNorm1d(2))
     restored.load_state_dict(ema.state_dict())
-    assert restored.step == 2 and torch.equal(restored.averaged.weight, ema.averaged.weight)
+    assert restored.step == 3 and torch.equal(restored.averaged.weight, ema.averaged.weight)
 
 
 def test_warmup_cosine_shape():
@@ -124,6 +130,31 @@ def test_rng_state_survives_a_checkpoint(tmp_path):
     seed_everything(99)
     set_rng_state(load_checkpoint(tmp_path / "rng.safetensors")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def _noise_after_validation(device: str, validate: bool) -> torch.Tensor:
+    """Training noise drawn on ``device`` after one step, with or without a validation between."""
+    torch.manual_seed(5)
+    torch.randn(3, device=device)
+    if validate:
+        with isolated_torch_rng(0):
+            torch.randn(7, device=device)  # the validation's own noise, the same every time
+            torch.randn(7)
+    return torch.randn(3, device=device).cpu()
+
+
+def test_validation_leaves_the_training_noise_unmoved():
+    assert torch.equal(_noise_after_validation("cpu", True), _noise_after_validation("cpu", False))
+    with isolated_torch_rng(0):
+        first = torch.randn(4)
+    with isolated_torch_rng(0):
+        assert torch.equal(torch.randn(4), first)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the CUDA generator")
+def test_validation_leaves_the_cuda_training_noise_unmoved():
+    expected = _noise_after_validation("cuda", False)
+    assert torch.equal(_noise_after_validation("cuda", True), expected)
 
 
 def test_wilson_interval():

@@ -47,10 +47,18 @@ from robopolicy.training.distributed import (
 )
 from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
-from robopolicy.training.rng import seed_everything
+from robopolicy.training.rng import isolated_torch_rng, seed_everything
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
+
+# algo.optimizer_impl -> torch.optim.AdamW's switches (robopolicy/config/algos.py says which is
+# fastest where)
+OPTIMIZER_IMPLS = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for_loop": {"foreach": False},
+}
 
 
 @dataclass
@@ -59,6 +67,7 @@ class BCRun:
     data, and where results go."""
 
     policy: BasePolicy
+    parameters: list[torch.nn.Parameter]  # the policy's, listed once (not per step)
     ema: EMA
     optimizer: torch.optim.Optimizer
     grad_clip: float  # max global gradient norm
@@ -108,11 +117,13 @@ def train_bc(
     )
     stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
+    run.policy.train()  # evaluation and validation use the EMA copy: the policy stays in train mode
     while step < stop_at:
-        losses, grad_norm = _train_step(run, batches, autocast, ranks, seconds)
+        log_now = (step + 1) % algo.log_every == 0 or step + 1 == algo.num_steps
+        losses, grad_norm = _train_step(run, batches, autocast, ranks, seconds, sync=log_now)
         step += 1
         progress.update(1)
-        if step % algo.log_every == 0 or step == algo.num_steps:
+        if log_now:
             metrics = _train_metrics(run, cfg, losses, grad_norm, seconds, ranks.world_size)
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
             validate = step % algo.val_every == 0 or step == algo.num_steps
@@ -156,6 +167,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     )
     print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)
+    _report_image_path(dataset.sampler, cfg.data.decoded_cache_mb)
     _report_coverage(dataset.sampler)
     buffer = dataset.sampler.replay_buffer
     shape_meta = _policy_shape_meta(buffer.shape_meta, list(cfg.obs_keys))
@@ -168,7 +180,11 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
         torch.manual_seed(cfg.seed + ranks.rank)  # each rank draws its own diffusion noise
     ema = EMA(policy, **algo.ema)
     optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=algo.lr, betas=tuple(algo.betas), weight_decay=algo.weight_decay
+        policy.parameters(),
+        lr=algo.lr,
+        betas=tuple(algo.betas),
+        weight_decay=algo.weight_decay,
+        **OPTIMIZER_IMPLS[algo.optimizer_impl],
     )
     scheduler = warmup_cosine(optimizer, algo.warmup_steps, algo.num_steps)
     loader = make_dataloader(
@@ -194,6 +210,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     )
     return BCRun(
         policy=policy,
+        parameters=list(policy.parameters()),
         ema=ema,
         optimizer=optimizer,
         grad_clip=algo.grad_clip,
@@ -210,24 +227,26 @@ def _set_ema_step(ema: EMA, saved: dict) -> None:
     ema.step = int(saved["step"])
 
 
-def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict) -> tuple:
-    """One optimizer step on the next batch; adds its data-wait and compute time to ``seconds``."""
+def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict, sync: bool):
+    """One optimizer step on the next batch; adds its data-wait and compute time to ``seconds``.
+
+    Nothing here waits for the device: ``sync`` (the steps that log) waits for CUDA to finish,
+    so that the compute time summed over a logging interval is the time its steps took.
+    """
     start = time.perf_counter()
     batch = next(batches)
     fetched = time.perf_counter()
-    policy = run.policy
-    policy.train()
     with autocast:
-        losses = policy.compute_loss(batch)
+        losses = run.policy.compute_loss(batch)
     run.optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     if ranks.enabled:
-        average_gradients(list(policy.parameters()), ranks.world_size)
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), run.grad_clip)
+        average_gradients(run.parameters, ranks.world_size)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.parameters, run.grad_clip, foreach=True)
     run.optimizer.step()
     run.scheduler.step()
-    run.ema.update(policy)
-    if policy.device.type == "cuda":
+    run.ema.update(run.policy)
+    if sync and run.parameters[0].device.type == "cuda":
         torch.cuda.synchronize()
     seconds["wait"] += fetched - start
     seconds["compute"] += time.perf_counter() - fetched
@@ -257,6 +276,20 @@ def _periodic_evaluation(run: BCRun, cfg: DictConfig, step: int) -> dict:
     for i, frames in enumerate(result.videos):
         run.logger.video(f"step{step:07d}_episode{i}", frames, fps=cfg.task.fps, step=step)
     return metrics
+
+
+def _report_image_path(sampler: SequenceSampler, cache_mb: int) -> None:
+    """Print how the image frames reach the batches: decoded once into RAM, or per sample."""
+    if not sampler.image_keys:
+        return
+    size = f"{sampler.image_bytes / 2**20:.0f} MiB decoded"
+    if sampler.images_decoded:
+        path = f"decoded into RAM at start ({size} <= data.decoded_cache_mb={cache_mb})"
+    else:
+        path = (
+            f"decoded per sample from compressed chunks ({size} > data.decoded_cache_mb={cache_mb})"
+        )
+    print(f"[train] images {', '.join(sampler.image_keys)}: {path}")
 
 
 COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as conditioning steps
@@ -293,6 +326,7 @@ def _open_dataset(cfg: DictConfig) -> SequenceDataset:
         max_train_episodes=cfg.data.max_train_episodes,
         end_padding=cfg.data.end_padding,
         pad_action=cfg.data.pad_action,
+        decoded_cache_bytes=cfg.data.decoded_cache_mb * 2**20,
     )
 
 
@@ -319,13 +353,11 @@ def _validation_loss(
     loader = make_dataloader(dataset, cfg.data.batch_size, shuffle=False, num_workers=0)
     total, count = 0.0, 0
     policy.eval()
-    generator_state = torch.get_rng_state()  # validation noise must not shift the training RNG
-    torch.manual_seed(0)
-    for batch_index, batch in enumerate(loader):
-        if batch_index >= cfg.data.val_batches:
-            break
-        with autocast:
-            total += policy.compute_loss(batch)["loss"].item() * len(batch["action"])
-        count += len(batch["action"])
-    torch.set_rng_state(generator_state)
+    with isolated_torch_rng(0):  # the same noise at every validation; training noise unmoved
+        for batch_index, batch in enumerate(loader):
+            if batch_index >= cfg.data.val_batches:
+                break
+            with autocast:
+                total += policy.compute_loss(batch)["loss"].item() * len(batch["action"])
+            count += len(batch["action"])
     return total / max(count, 1)

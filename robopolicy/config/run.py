@@ -107,6 +107,11 @@ class DataConfig:
     """The training data: loading, the validation split, batches and window padding."""
 
     in_memory: bool = True  # copy the dataset's compressed chunks into RAM before training
+    decoded_cache_mb: int = 2048  # decode every image frame the policy uses into RAM once, at
+    #   start, when they take at most this many MiB decoded (PushCube's 9k steps of two 96x96
+    #   cameras: 500 MiB): an image sample is then a numpy gather, like low-dim data; above it,
+    #   each sample decodes its frames from the compressed chunks (0: always). train.py prints
+    #   which path it took
     preflight_decode_images_mb: int = 1024  # train.py's pre-flight decodes every image chunk
     #   (and checks its CRC-32) when all images are at most this many MiB uncompressed (~10 s
     #   from a cold disk); above, it checks each chunk's presence and header only (seconds for
@@ -129,7 +134,7 @@ class DataConfig:
     def check(self) -> None:
         require(0 <= self.val_ratio < 1, "val_ratio", self.val_ratio, "expected a number in [0, 1)")
         at_least(self, 1, "max_train_episodes", "batch_size", "val_batches")
-        at_least(self, 0, "num_workers", "preflight_decode_images_mb")
+        at_least(self, 0, "num_workers", "preflight_decode_images_mb", "decoded_cache_mb")
         one_of(self, "end_padding", END_PADDING)
         one_of(self, "pad_action", PAD_ACTION)
 

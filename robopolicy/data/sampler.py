@@ -35,9 +35,11 @@ windows overlap almost entirely, so a window-level split would leak). See ``spli
 What is read. Only what the policy uses: observations for the first ``n_obs_steps`` steps of the
 window, actions for all ``horizon`` steps. Low-dimensional arrays (and the action) are
 decompressed into numpy once, at construction (they are small: 10^6 steps of 20 floats is 80 MB),
-so a sample is a numpy gather. Image arrays stay in the zarr store (on disk, or compressed in RAM
-with ``ReplayBuffer.open(..., in_memory=True)``) and only the needed frames are decoded per
-sample, through ``FrameReader`` (see ``frame_reader.py`` for its fast path).
+so a sample is a numpy gather. Image arrays are decoded into numpy once too when all the frames
+the policy uses take at most ``decoded_cache_bytes`` decoded (diffusion_policy's in-RAM path:
+then an image sample is a gather as well). Larger ones stay in the zarr store (on disk, or
+compressed in RAM with ``ReplayBuffer.open(..., in_memory=True)``) and only the needed frames are
+decoded per sample, through ``FrameReader`` (see ``frame_reader.py`` for its fast path).
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ class SequenceSampler:
 
     with images uint8 HWC as stored. ``get_validation_sampler()`` gives the same windows over the
     held-out episodes. ``fast_images=False`` forces plain zarr reads (for comparison and tests).
+    ``decoded_cache_bytes``: the most bytes the decoded image frames may take to be decoded into
+    RAM at construction (0: never; ``images_decoded`` says which path was taken).
     """
 
     def __init__(
@@ -184,6 +188,7 @@ class SequenceSampler:
         fast_images: bool = True,
         end_padding: str = "full",
         pad_action: str = "auto",
+        decoded_cache_bytes: int = 0,
     ):
         self.horizon = _check_positive("horizon", horizon)
         self.n_obs_steps = _check_positive("n_obs_steps", n_obs_steps)
@@ -206,15 +211,20 @@ class SequenceSampler:
 
         obs_meta = replay_buffer.shape_meta["obs"]
         self.image_keys = [k for k in self.obs_keys if obs_meta[k]["type"] in IMAGE_TYPES]
-        self._low_dim = {
-            key: replay_buffer.read_all(key) for key in self.obs_keys if key not in self.image_keys
-        }
+        self.image_bytes = sum(_decoded_bytes(replay_buffer, key) for key in self.image_keys)
+        self.images_decoded = bool(self.image_keys) and self.image_bytes <= decoded_cache_bytes
+        # arrays held decoded in RAM, a sample gathers rows of them: low-dim keys always, image
+        # keys when they fit the cache; the other image keys are decoded per sample
+        in_ram = [k for k in self.obs_keys if k not in self.image_keys or self.images_decoded]
+        self._arrays = {key: self._decode_all(replay_buffer, key, fast_images) for key in in_ram}
         self._action = replay_buffer.read_all(action_key)
         self.hold = self._hold_spec(replay_buffer, pad_action)
         # per-sample work stays a numpy gather: the hold rule as a mask, computed once
         self._hold_zero = None if self.hold is None else np.asarray(self.hold) == "zero"
         self._images = {
-            key: FrameReader(replay_buffer.data[key], fast=fast_images) for key in self.image_keys
+            key: FrameReader(replay_buffer.data[key], fast=fast_images)
+            for key in self.image_keys
+            if key not in self._arrays
         }
         self._set_episodes(self.split.train)
         if len(self) == 0:
@@ -226,6 +236,16 @@ class SequenceSampler:
                 f"{self.horizon - self.pad_before - self.pad_after}",
                 "horizon",
             )
+
+    @property
+    def keys_decoded_per_sample(self) -> list[str]:
+        """The image keys whose frames each sample decodes (none when they are held decoded)."""
+        return list(self._images)
+
+    def _decode_all(self, replay_buffer: ReplayBuffer, key: str, fast: bool) -> np.ndarray:
+        if key not in self.image_keys:
+            return replay_buffer.read_all(key)
+        return FrameReader(replay_buffer.data[key], fast=fast).read(0, replay_buffer.n_steps)
 
     @staticmethod
     def _check_keys(
@@ -326,7 +346,7 @@ class SequenceSampler:
         last = self._last[indices, None]
         rows = np.clip(steps, self._first[indices, None], last)
         obs_rows = rows[:, : self.n_obs_steps]
-        obs = {key: values[obs_rows] for key, values in self._low_dim.items()}
+        obs = {key: values[obs_rows] for key, values in self._arrays.items()}
         for key, reader in self._images.items():
             obs[key] = np.stack([self._frames(reader, sample_rows) for sample_rows in obs_rows])
         action = self._action[rows]
@@ -346,6 +366,11 @@ class SequenceSampler:
         low, high = int(obs_rows[0]), int(obs_rows[-1]) + 1
         frames = reader.read(low, high)
         return frames if high - low == self.n_obs_steps else frames[obs_rows - low]
+
+
+def _decoded_bytes(replay_buffer: ReplayBuffer, key: str) -> int:
+    array = replay_buffer.data[key]
+    return replay_buffer.n_steps * int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize
 
 
 def _first_of(value):

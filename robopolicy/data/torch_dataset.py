@@ -59,8 +59,9 @@ class SequenceDataset(Dataset):
 
     @property
     def image_keys(self) -> list[str]:
-        """Observation keys decoded per sample (read by ``make_dataloader``'s worker default)."""
-        return self.sampler.image_keys
+        """Observation keys decoded per sample (read by ``make_dataloader``'s worker default;
+        none when the sampler holds its images decoded in RAM)."""
+        return self.sampler.keys_decoded_per_sample
 
     def get_validation_dataset(self) -> SequenceDataset:
         return SequenceDataset(self.sampler.get_validation_sampler())
@@ -220,9 +221,10 @@ def make_dataloader(
 ) -> ResumableDataLoader:
     """A resumable loader over ``dataset``, the same batches for any ``num_workers``.
 
-    ``num_workers=None`` chooses: none for a dataset without images (``dataset.image_keys``
-    empty), whose samples are a cheap numpy gather that costs less than a worker's per-batch
-    shared-memory hand-off (see docs/benchmarks.md), else one worker per available core.
+    ``num_workers=None`` chooses: none for a dataset that decodes no images per sample
+    (``dataset.image_keys`` empty: no images, or images held decoded in RAM), whose samples are
+    a cheap numpy gather that costs less than a worker's per-batch shared-memory hand-off (see
+    docs/benchmarks.md), else one worker per available core.
     ``num_workers=0`` loads in the calling process. ``pin_memory=None`` pins only with CUDA.
     ``rank`` / ``world_size`` give each process of a multi-process run its share of every epoch.
     """

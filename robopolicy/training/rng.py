@@ -1,8 +1,12 @@
-"""Capture and restore every random number generator a training run uses, for exact resume."""
+"""Capture and restore every random number generator a training run uses, for exact resume;
+and run a block (a validation pass) on its own seeded torch generators without moving the
+training run's."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -35,6 +39,25 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def isolated_torch_rng(seed: int) -> Iterator[None]:
+    """Run the block on torch generators seeded with ``seed``, then put back the states they had.
+
+    ``torch.manual_seed`` reseeds the CPU generator and every CUDA device's, so both are saved
+    and restored: restoring the CPU one alone would restart CUDA training noise from ``seed``
+    after every validation.
+    """
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _numpy_state() -> list:
