@@ -10,7 +10,19 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from policy_helpers import (
+    BACKBONE_KWARGS,
+    HORIZON,
+    POLICIES,
+    SHAPE_META,
+    TA,
+    TO,
+    AffineNormalizer,
+    ZeroDenoiser,
+    make_batch,
+    make_obs,
+    make_policy,
+)
 
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.eval.envs import policy_act_fn
@@ -19,68 +31,6 @@ from robopolicy.policies.registry import load_policy, policy_record
 from robopolicy.training.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
-
-SHAPE_META = {
-    "obs": {"state": {"shape": [4], "type": "low_dim"}},
-    "action": {"shape": [2]},
-}
-HORIZON, TO, TA = 8, 2, 4
-BACKBONE_KWARGS = {
-    "unet1d": {"down_dims": [16, 32], "time_embed_dim": 16},
-    "transformer": {"d_model": 32, "n_layers": 1, "dropout": 0.0},
-    "mlp": {"hidden_dims": [64, 64]},
-}
-POLICIES = [DiffusionPolicy, FlowPolicy]
-
-
-class AffineNormalizer(nn.Module):
-    """``normalized = (x - offset) / scale`` for "action" and "state"; other keys pass through."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("action_offset", torch.zeros(2))
-        self.register_buffer("action_scale", torch.ones(2))
-        self.register_buffer("state_offset", torch.zeros(4))
-        self.register_buffer("state_scale", torch.ones(4))
-
-    def normalize(self, data):
-        return {k: self._apply(k, v, forward=True) for k, v in data.items()}
-
-    def unnormalize(self, data):
-        return {k: self._apply(k, v, forward=False) for k, v in data.items()}
-
-    def _apply(self, key, value, forward):
-        if key not in ("action", "state"):
-            return value
-        offset, scale = getattr(self, f"{key}_offset"), getattr(self, f"{key}_scale")
-        return (value - offset) / scale if forward else value * scale + offset
-
-
-def make_policy(cls, backbone="mlp", **kwargs):
-    torch.manual_seed(0)
-    args = dict(
-        horizon=HORIZON,
-        n_obs_steps=TO,
-        n_action_steps=TA,
-        backbone=backbone,
-        backbone_kwargs=BACKBONE_KWARGS.get(backbone, {}),
-    )
-    if cls is DiffusionPolicy:
-        args["num_train_timesteps"] = 50
-    args.update(kwargs)
-    return cls(SHAPE_META, AffineNormalizer(), **args)
-
-
-def make_obs(batch=3):
-    return {"state": torch.randn(batch, TO, 4)}
-
-
-def make_batch(batch=3):
-    return {
-        "obs": make_obs(batch),
-        "action": torch.randn(batch, HORIZON, 2),
-        "is_pad": torch.zeros(batch, HORIZON, dtype=torch.bool),
-    }
 
 
 @pytest.mark.parametrize("backbone", ["unet1d", "transformer", "mlp"])
@@ -347,105 +297,6 @@ def test_a_checkpoint_from_before_the_unet_layout_option_loads_as_every_level(tm
     )
     new = make_policy(DiffusionPolicy, "unet1d")
     assert new.config["backbone_kwargs"]["layout"] == "diffusion_policy"
-
-
-@pytest.mark.parametrize(
-    ("cls", "options"),
-    [
-        (DiffusionPolicy, {"sampler": "ddpm", "min_std": 0.05}),
-        (DiffusionPolicy, {"sampler": "ddim", "eta": 0.5, "min_std": 0.05}),
-        (FlowPolicy, {"noise_std": 0.1}),
-    ],
-)
-def test_stochastic_steps_are_recomputable_with_gradients(cls, options):
-    policy = make_policy(cls).eval()
-    obs = make_obs()
-    chain = policy.sample_chain(obs, num_steps=4, **options)
-    assert len(chain) == 4
-    for step in chain:
-        assert (step.std > 0).all()
-    # Recomputing a stored step with gradients on (as DPPO does) gives the same distribution.
-    cond = policy.encode_obs(obs)
-    mean, std = policy.step_distribution(chain[2].x, 2, cond, num_steps=4, **options)
-    assert torch.allclose(mean, chain[2].mean, atol=1e-5) and torch.equal(std, chain[2].std)
-    mean.sum().backward()
-    assert next(policy.denoiser.parameters()).grad is not None
-
-
-def test_deterministic_step_is_its_mean():
-    step = make_policy(FlowPolicy).sample_chain(make_obs(), num_steps=2)[0]
-    assert torch.equal(step.x_next, step.mean)
-    assert (step.std == 0).all()
-
-
-def test_ddim_eta_one_matches_ddpm():
-    policy = make_policy(DiffusionPolicy, clip_sample=None).eval()  # no clamp: see diffusion.py
-    cond = policy.encode_obs(make_obs())
-    x = torch.randn(3, HORIZON, 2)
-    with torch.no_grad():
-        for step in range(5):
-            ddpm = policy.step_distribution(x, step, cond, num_steps=5, sampler="ddpm")
-            ddim = policy.step_distribution(x, step, cond, num_steps=5, sampler="ddim", eta=1.0)
-            assert torch.allclose(ddpm[0], ddim[0], atol=1e-4)
-            assert torch.allclose(ddpm[1], ddim[1], atol=1e-6)
-    assert float(ddpm[1].max()) == 0.0  # the last step lands on the predicted clean chunk
-
-
-class ZeroDenoiser(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x, t, cond):
-        return torch.zeros_like(x) + self.anchor
-
-
-class OracleDenoiser(nn.Module):
-    """The exact denoiser when every chunk in the data equals ``target``: samplers must land on it.
-
-    Diffusion: ``eps = (x - sqrt(abar_k) a) / sqrt(1 - abar_k)``, or ``a`` itself for sample
-    prediction. Flow: ``x_t = t a + (1 - t) eps`` gives ``v = (a - x) / (1 - t)``.
-    """
-
-    def __init__(self, policy, target):
-        super().__init__()
-        self.policy, self.target = [policy], target
-        self.anchor = nn.Parameter(torch.zeros(()))  # so that policy.device finds a parameter
-
-    def forward(self, x, t, cond):
-        policy = self.policy[0]
-        if isinstance(policy, FlowPolicy):
-            if policy.prediction_type == "sample":
-                return self.target.expand_as(x)
-            time = (t / 1000.0)[:, None, None]
-            return (self.target - x) / (1 - time)
-        if policy.prediction_type == "sample":
-            return self.target.expand_as(x)
-        abar = policy.alphas_cumprod[t.long()][:, None, None]
-        return (x - abar.sqrt() * self.target) / (1 - abar).sqrt()
-
-
-@pytest.mark.parametrize(
-    ("cls", "kwargs", "options"),
-    [
-        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddim"}),
-        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddim", "eta": 0.7}),
-        (DiffusionPolicy, {"prediction_type": "epsilon"}, {"sampler": "ddpm"}),
-        (DiffusionPolicy, {"prediction_type": "sample"}, {"sampler": "ddim"}),
-        (FlowPolicy, {}, {"solver": "euler"}),
-        (FlowPolicy, {}, {"solver": "midpoint"}),
-        (FlowPolicy, {}, {"solver": "heun"}),
-        (FlowPolicy, {"prediction_type": "sample"}, {"solver": "euler"}),
-        (FlowPolicy, {"prediction_type": "sample"}, {"solver": "heun"}),
-    ],
-)
-@pytest.mark.parametrize("num_steps", [1, 3, 10])
-def test_samplers_recover_target_with_exact_denoiser(cls, kwargs, options, num_steps):
-    policy = make_policy(cls, **kwargs).eval()
-    target = torch.rand(1, HORIZON, 2) * 1.6 - 0.8
-    policy.denoiser = OracleDenoiser(policy, target)
-    pred = policy.predict_action(make_obs(), num_steps=num_steps, **options)["action_pred"]
-    assert torch.allclose(pred, target.expand_as(pred), atol=1e-3)
 
 
 def test_padding_mask_is_optional():
