@@ -59,39 +59,54 @@ def _tiny_checkpoint(path):
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("runtime", ["eager", "onnx"])
-def test_eval_deploys_through_the_robot_server_and_records(tmp_path, runtime):
-    import json
+def _eval_with_tiny_checkpoint(tmp_path, *overrides, timeout=240, traceback=True):
+    """eval.py on a fresh tiny checkpoint (``tmp_path/tiny.safetensors``), run directory
+    ``tmp_path/run``, ONNX graphs cached under ``tmp_path``; the finished process.
+    ``traceback=False``: errors as users see them (one line, exit 2)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from robopolicy.data.reader import ReplayBuffer
-
     checkpoint = tmp_path / "tiny.safetensors"
     _tiny_checkpoint(checkpoint)
     repo = Path(__file__).resolve().parents[1]
-    run = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             str(repo / "eval.py"),
             f"checkpoint={checkpoint}",
-            "hardware=sim",
-            "n_episodes=2",
-            "seed=7",
-            "max_episode_steps=12",
-            "torch_threads=1",
-            f"record={tmp_path / 'deploy.zarr'}",
-            f"sampler.runtime={runtime}",
+            *overrides,
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
         cwd=repo,
-        env={**os.environ, "ROBOPOLICY_TRACEBACK": "1", "TMPDIR": str(tmp_path)},
+        env={
+            **os.environ,
+            "ROBOPOLICY_TRACEBACK": "1" if traceback else "",
+            "TMPDIR": str(tmp_path),
+        },
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["eager", "onnx"])
+def test_eval_deploys_through_the_robot_server_and_records(tmp_path, runtime):
+    import json
+
+    from robopolicy.data.reader import ReplayBuffer
+
+    run = _eval_with_tiny_checkpoint(
+        tmp_path,
+        "hardware=sim",
+        "n_episodes=2",
+        "seed=7",
+        "max_episode_steps=12",
+        "torch_threads=1",
+        f"record={tmp_path / 'deploy.zarr'}",
+        f"sampler.runtime={runtime}",
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -139,43 +154,26 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path, runtime):
 @pytest.mark.slow
 def test_eval_through_the_onnx_runtime_plays_the_eager_episodes(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from robopolicy.eval.evaluate import evaluate
     from robopolicy.policies.registry import load_policy
 
-    checkpoint = tmp_path / "tiny.safetensors"
-    _tiny_checkpoint(checkpoint)
-    repo = Path(__file__).resolve().parents[1]
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(repo / "eval.py"),
-            f"checkpoint={checkpoint}",
-            "n_episodes=2",
-            "seed=7",
-            "max_episode_steps=12",
-            "n_envs=1",
-            "video_episodes=0",
-            "torch_threads=1",
-            "sampler.runtime=onnx",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=repo,
-        env={**os.environ, "ROBOPOLICY_TRACEBACK": "1", "TMPDIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=240,
+    run = _eval_with_tiny_checkpoint(
+        tmp_path,
+        "n_episodes=2",
+        "seed=7",
+        "max_episode_steps=12",
+        "n_envs=1",
+        "video_episodes=0",
+        "torch_threads=1",
+        "sampler.runtime=onnx",
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["n_episodes"] == 2 and results["sampler"]["runtime"] == "onnx"
     assert len(list(tmp_path.glob("robopolicy-onnx/*.onnx"))) == 1
     # the same seeded episodes, eager, in this process: the same outcomes
-    policy, contents = load_policy(checkpoint)
+    policy, contents = load_policy(tmp_path / "tiny.safetensors")
     spec = contents["env_spec"]
     eager = evaluate(
         policy, spec["id"], spec["kwargs"], 2, seed=7, env_modules=["sim"], max_episode_steps=12
@@ -186,26 +184,8 @@ def test_eval_through_the_onnx_runtime_plays_the_eager_episodes(tmp_path):
 
 
 def test_eval_refuses_to_record_without_hardware(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    checkpoint = tmp_path / "tiny.safetensors"
-    _tiny_checkpoint(checkpoint)
-    repo = Path(__file__).resolve().parents[1]
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(repo / "eval.py"),
-            f"checkpoint={checkpoint}",
-            f"record={tmp_path / 'deploy.zarr'}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    record = f"record={tmp_path / 'deploy.zarr'}"
+    run = _eval_with_tiny_checkpoint(tmp_path, record, timeout=120, traceback=False)
     assert run.returncode == 2
     assert "record=PATH records deploy runs: it needs hardware=<robot>" in run.stderr
     assert not (tmp_path / "deploy.zarr").exists()
