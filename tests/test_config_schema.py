@@ -25,6 +25,8 @@ GOOD = [
     ("config", ["policy=flow", "backbone=transformer", "eval.sampler.solver=heun"]),
     ("config", ["policy=regression", "backbone=mlp", "backbone.kwargs.hidden_dims=[8]"]),
     ("config", ["obs=image", "data.num_workers=null", "data.max_train_episodes=10"]),
+    ("config", ["+experiment=pick_lift", "backbone=unet1d"]),  # a recipe's MLP replaced whole
+    ("config", ["+experiment=push_t", "backbone=transformer"]),
     ("config", ["obs_keys=[eef_pos]", "algo.eval_every=0", "algo.stop_after=100"]),
     ("config", ["algo.log_every=10", "algo.val_every=30", "data.val_ratio=0"]),
     ("config", ["policy.args.clip_sample=null", "backbone.kwargs.kernel_size=3"]),
