@@ -1,8 +1,18 @@
-"""Write tests/fixtures/lerobot_v21/: a tiny dataset made by LeRobot's own writer (lerobot 0.3.2).
+"""Write tests/fixtures/lerobot_v21/ or lerobot_v30/: a tiny dataset made by LeRobot's own writer.
 
-Run in the peers' venv (``bash scripts/make_peers_venv.sh`` builds it), from the repository root::
+Run in the peers' venv (``bash scripts/make_peers_venv.sh`` builds it), from the repository root.
+With its lerobot 0.3.2 this writes codebase v2.1::
 
     HF_HUB_OFFLINE=1 .venv-peers/bin/python scripts/make_lerobot_fixture.py
+
+and with lerobot 0.4.4 first on the path, codebase v3.0. lerobot 0.4.4 declares torch < 2.11, so
+pip cannot install it beside torch 2.13; it imports and writes datasets on 2.13 all the same once
+installed without its dependencies into a folder of its own, with the two it adds over 0.3.2::
+
+    .venv-peers/bin/pip install --no-deps --target /work/venvs/lerobot044-site \
+        lerobot==0.4.4 "accelerate>=1.10,<2" "datasets>=4,<5"
+    HF_HUB_OFFLINE=1 PYTHONPATH=/work/venvs/lerobot044-site .venv-peers/bin/python \
+        scripts/make_lerobot_fixture.py
 
 It calls ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode``, exactly as a LeRobot user
 recording demos would: a 6-D float32 state, a 4-D float32 action, one 32x32 camera stored as
@@ -27,7 +37,7 @@ sys.path.insert(0, str(REPO))  # bench/: its torchvision shim, which LeRobot's i
 
 from bench.peer_policies import declare_torchvision_ops  # noqa: E402
 
-FIXTURE = REPO / "tests" / "fixtures" / "lerobot_v21"
+FIXTURES = REPO / "tests" / "fixtures"
 FPS = 10  # frames per second recorded in meta/info.json
 SIZE = 32  # camera height = width, pixels
 LENGTHS = (10, 9, 11)  # frames per episode
@@ -58,12 +68,15 @@ def frame_image(episode: int, step: int) -> np.ndarray:
 
 def main() -> None:
     declare_torchvision_ops()
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
 
-    if FIXTURE.exists():
-        shutil.rmtree(FIXTURE)
+    name = "lerobot_" + CODEBASE_VERSION.replace(".", "")  # lerobot_v21, lerobot_v30
+    fixture = FIXTURES / name
+    if fixture.exists():
+        shutil.rmtree(fixture)
     rng = np.random.default_rng(0)
-    dataset = LeRobotDataset.create(REPO_ID, FPS, root=FIXTURE, features=features())
+    dataset = LeRobotDataset.create(REPO_ID, FPS, root=fixture, features=features())
+    new_api = CODEBASE_VERSION >= "v3.0"  # lerobot 0.4 takes the task inside the frame
     frames = {}
     for episode, length in enumerate(LENGTHS):
         images = []
@@ -76,12 +89,17 @@ def main() -> None:
                 "action": rng.uniform(-1, 1, size=4).astype(np.float32),
                 "observation.images.front": image,
             }
-            dataset.add_frame(frame, task=task)
+            if new_api:
+                dataset.add_frame({**frame, "task": task})
+            else:
+                dataset.add_frame(frame, task=task)
         dataset.save_episode()
         frames[f"episode_{episode}"] = np.stack(images)
-    np.savez_compressed(FIXTURE.parent / "lerobot_v21_frames.npz", **frames)
-    size = sum(f.stat().st_size for f in FIXTURE.rglob("*") if f.is_file())
-    print(f"wrote {FIXTURE} ({size / 1024:.0f} KiB)")
+    if new_api:
+        dataset.finalize()  # v3.0: closes the parquet writers (their footers)
+    np.savez_compressed(FIXTURES / f"{name}_frames.npz", **frames)
+    size = sum(f.stat().st_size for f in fixture.rglob("*") if f.is_file())
+    print(f"wrote {fixture} ({size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ def read_layout(root: Path) -> LeRobotLayout:
         tasks, episodes = _read_tasks_v2(root), _read_episodes_v2(root, info, video_keys)
     if not episodes:
         raise DatasetError(root, "holds no episodes", "meta/episodes")
+    _check_files_exist(episodes)
     return LeRobotLayout(root, version, float(info["fps"]), features, tasks, episodes, info)
 
 
@@ -198,3 +199,13 @@ def _read_episodes_v30(root: Path, info: dict, video_keys: list[str]) -> list[Ep
             data = root / info["data_path"].format(**names)
             episodes.append(EpisodeFiles(row["episode_index"], row["length"], data, videos))
     return sorted(episodes, key=lambda e: e.index)
+
+
+def _check_files_exist(episodes: list[EpisodeFiles]) -> None:
+    """Every data and video file the metadata names is there (checked before any conversion)."""
+    for episode in episodes:
+        if not episode.data_file.is_file():
+            raise DatasetError(episode.data_file, f"no such file (episode {episode.index})")
+        for key, (path, _) in episode.videos.items():
+            if not path.is_file():
+                raise DatasetError(path, f"no such video file (feature {key})")
