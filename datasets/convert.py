@@ -9,7 +9,7 @@ Usage (from the repository root)::
     python datasets/convert.py lerobot-to-zarr IN_DIR OUT.zarr[.zip] [--rename SRC=DST]... \
         [--drop KEY]... [--env-spec JSON]
     python datasets/convert.py zarr-to-lerobot IN.zarr[.zip] OUT_DIR [--rename SRC=DST]... \
-        [--drop KEY]... [--task TEXT] [--robot-type NAME] [--crf N]
+        [--drop KEY]... [--task TEXT] [--robot-type NAME] [--crf N] [--codebase-version V]
 
 Every subcommand takes ``--overwrite`` to replace an existing output; without it an existing
 output is refused. Output is written under a temporary name and renamed into place only when
@@ -38,6 +38,7 @@ from numcodecs.errors import UnknownCodecError  # noqa: E402
 
 from robopolicy.data.convert import (  # noqa: E402
     diffusion_policy_to_zarr,
+    lerobot_export,  # noqa: E402
     lerobot_to_zarr,
     robomimic_to_zarr,
     zarr_to_lerobot,
@@ -97,13 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     lr_in.add_argument("src", help="LeRobot dataset directory (holding meta/info.json)")
     lr_in.add_argument("dst", help="output dataset (.zarr directory or .zarr.zip)")
     lr_in.add_argument("--env-spec", type=_json_object, help="env spec, JSON or a .json file")
-    lr_out = commands.add_parser("zarr-to-lerobot", help="our zarr -> LeRobot dataset (v2.1)")
+    lr_out = commands.add_parser("zarr-to-lerobot", help="our zarr -> LeRobot (v2.1 or v3.0)")
     lr_out.add_argument("src", help="dataset (.zarr directory or .zarr.zip)")
     lr_out.add_argument("dst", help="output LeRobot dataset directory")
     lr_out.add_argument("--task", help="task string for every frame (default: the env spec id)")
     lr_out.add_argument("--robot-type", help="info.json's robot_type (default: null)")
     lr_out.add_argument(
         "--crf", type=int, default=VideoSettings.crf, help="AV1 quality, lower is better"
+    )
+    lr_out.add_argument(
+        "--codebase-version",
+        choices=list(lerobot_export.WRITERS),
+        default=lerobot_export.DEFAULT_VERSION,
+        help="LeRobot format: v2.1 (LeRobot 0.3) or v3.0 (LeRobot 0.4 and later)",
     )
     for command in (lr_in, lr_out):
         command.add_argument(
@@ -145,6 +152,7 @@ def run(args: argparse.Namespace) -> str:
             task=args.task,
             video=VideoSettings(crf=args.crf),
             robot_type=args.robot_type,
+            version=args.codebase_version,
             overwrite=args.overwrite,
         ).summary()
     else:

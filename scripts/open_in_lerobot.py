@@ -1,7 +1,9 @@
 """Open a LeRobot dataset directory with LeRobot's own ``LeRobotDataset`` and print a few items.
 
 Checks that what ``datasets/convert.py zarr-to-lerobot`` writes is a dataset LeRobot reads.
-Runs in the peers' venv (``bash scripts/make_peers_venv.sh``; lerobot 0.3.2), offline::
+Runs in the peers' venv (``bash scripts/make_peers_venv.sh``; lerobot 0.3.2, which reads v2.1;
+with ``PYTHONPATH=/work/venvs/lerobot044-site``, lerobot 0.4.4, which reads v3.0: see
+scripts/make_lerobot_fixture.py for that install), offline::
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv-peers/bin/python scripts/open_in_lerobot.py DIR \
         [--compare SOURCE.zarr]
@@ -79,9 +81,10 @@ def main() -> int:
         f"LeRobotDataset {args.root}: {dataset.num_episodes} episodes, {dataset.num_frames} frames,"
         f" fps {dataset.fps}, codebase {meta.info['codebase_version']}"
     )
-    print(f"tasks: {meta.tasks}")
+    tasks = list(meta.tasks.values() if isinstance(meta.tasks, dict) else meta.tasks.index)
+    print(f"tasks: {tasks}")
     print(f"features: {list(meta.features)}")
-    ends = dataset.episode_data_index["to"].tolist()
+    ends = _episode_ends(dataset)
     checks = [(0, 0, 0), (ends[0] - 1, 0, ends[0] - 1)]
     if len(ends) > 1:
         checks.append((ends[0], 1, 0))
@@ -102,6 +105,14 @@ def main() -> int:
         print("  " + "; ".join(parts))
     print("items: " + ("ok" if not wrong else f"{wrong} problem(s)"))
     return 1 if wrong else 0
+
+
+def _episode_ends(dataset) -> list[int]:
+    """Each episode's end row: LeRobot 0.3 keeps them in ``episode_data_index``, 0.4 in the
+    episodes metadata."""
+    if hasattr(dataset, "episode_data_index"):
+        return dataset.episode_data_index["to"].tolist()
+    return [int(end) for end in dataset.meta.episodes["dataset_to_index"]]
 
 
 def _source(path: Path | None):

@@ -84,9 +84,10 @@ def test_fixture_converts_with_lengths_tasks_values_and_images(tmp_path, version
         assert psnr(images[window], originals[f"episode_{index}"]) > MIN_PSNR_DB
 
 
-def test_round_trip_keeps_low_dim_arrays_bit_identical(tmp_path):
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_round_trip_keeps_low_dim_arrays_bit_identical(tmp_path, version):
     episodes = write_dataset(tmp_path / "ours.zarr", n_episodes=4)
-    export = zarr_to_lerobot(tmp_path / "ours.zarr", tmp_path / "lerobot")
+    export = zarr_to_lerobot(tmp_path / "ours.zarr", tmp_path / "lerobot", version=version)
     back = ReplayBuffer.open(lerobot_to_zarr(tmp_path / "lerobot", tmp_path / "back.zarr"))
     source = ReplayBuffer.open(tmp_path / "ours.zarr")
     assert back.shape_meta == source.shape_meta and back.fps == source.fps
@@ -102,22 +103,34 @@ def test_round_trip_keeps_low_dim_arrays_bit_identical(tmp_path):
     assert back.data["cam"].shape == (sum(len(e["cam"]) for e in episodes), 8, 8, 3)
     assert set(export.psnr) == {"observation.images.cam"}
     assert back.attrs["provenance"]["via_lerobot"]["source"] == "lerobot"
+    assert back.attrs["lerobot"]["codebase_version"] == version
 
 
-def test_fixture_exports_again_with_tasks_and_measured_psnr(tmp_path):
-    """LeRobot -> zarr -> LeRobot -> zarr: tasks and task indices kept, PSNR reported."""
-    first = lerobot_to_zarr(FIXTURES / "lerobot_v21", tmp_path / "first.zarr")
-    export = zarr_to_lerobot(first, tmp_path / "again")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fixture_exports_again_like_lerobot_writes_it(tmp_path, version):
+    """LeRobot -> zarr -> LeRobot (the same version) -> zarr: the files and info.json entries
+    LeRobot's own writer made, tasks and task indices kept, PSNR reported."""
+    fixture = FIXTURES / f"lerobot_{version}"
+    first = lerobot_to_zarr(fixture, tmp_path / "first.zarr")
+    export = zarr_to_lerobot(first, tmp_path / "again", version=f"v{version[1]}.{version[2]}")
     assert export.psnr["observation.images.front"].db > MIN_PSNR_DB
     info = json.loads((tmp_path / "again/meta/info.json").read_text())
-    assert info["codebase_version"] == "v2.1" and info["total_frames"] == 30
-    assert info["features"]["observation.state"] == {
-        "dtype": "float32",
-        "shape": [6],
-        "names": None,
-    }
-    episodes = [json.loads(line) for line in (tmp_path / "again/meta/episodes.jsonl").open()]
-    assert episodes[2] == {"episode_index": 2, "tasks": TASKS, "length": 11}
+    theirs = json.loads((fixture / "meta/info.json").read_text())
+    for key in (
+        "codebase_version",
+        "total_frames",
+        "total_tasks",
+        "fps",
+        "data_path",
+        "video_path",
+    ):
+        assert info[key] == theirs[key], key
+    for key in ("observation.state", "action", "timestamp", "task_index"):
+        assert info["features"][key] == theirs["features"][key], key
+    assert set(info["features"]) == set(theirs["features"])
+    made = {p.relative_to(fixture) for p in fixture.rglob("*") if p.is_file()}
+    written = {p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*")}
+    assert made <= written, made - written  # every file LeRobot's writer makes
     second = ReplayBuffer.open(lerobot_to_zarr(tmp_path / "again", tmp_path / "second.zarr"))
     first = ReplayBuffer.open(first)
     assert second.attrs["tasks"] == TASKS

@@ -1,23 +1,20 @@
-"""Our zarr dataset -> a LeRobot dataset directory (codebase v2.1, which LeRobot 0.3 reads and
-LeRobot 0.4+ converts with its own ``convert_dataset_v21_to_v30``).
+"""Our zarr dataset -> a LeRobot dataset directory, codebase v3.0 (LeRobot 0.4 and later) or
+v2.1 (LeRobot 0.3; the default, as the release this machine runs reads it).
 
-Written, per episode ``e`` (all in chunk 000 up to 1000 episodes, as LeRobot chunks them)::
-
-    data/chunk-000/episode_00000e.parquet            one row per step: the numeric features,
-                                                     timestamp (frame_index / fps, float32),
-                                                     frame_index, episode_index, index, task_index
-    videos/chunk-000/<camera>/episode_00000e.mp4     each rgb key, AV1 (``VideoSettings``)
-    meta/info.json, meta/tasks.jsonl, meta/episodes.jsonl, meta/episodes_stats.jsonl
-    meta/robopolicy.json                             env spec, shape_meta, key names, per-episode
-                                                     fields, provenance (``lerobot_sidecar``)
+Rows, per step: the numeric features, ``timestamp`` (frame_index / fps, float32), ``frame_index``,
+``episode_index``, ``index`` and ``task_index``; each rgb key becomes an AV1 video
+(``VideoSettings``). ``lerobot_files`` lays the files out for either version; beside LeRobot's
+files goes ``meta/robopolicy.json`` (``lerobot_sidecar``): env spec, shape_meta, key names,
+per-episode fields and provenance, for an exact import back.
 
 Keys map as ``lerobot_features`` describes (``renames`` {our key: LeRobot name} overrides,
 ``drop`` skips our keys). Low-dim values are written in their stored dtype, so they come back
-bit-identical; images go through the lossy video codec and the export measures the PSNR of
-every frame decoded back against the original (``LeRobotExport.psnr``). Tasks: ``data/task_index``
-and ``attrs["tasks"]`` when the dataset has them, else one task for every frame (``task``, by
-default the env spec's id). Stats are LeRobot's per-episode min / max / mean / std / count, images
-per channel in [0, 1].
+bit-identical; images go through the lossy video codec and the export decodes every segment it
+wrote and measures its PSNR against the original frames (``LeRobotExport.psnr``). Tasks:
+``data/task_index`` and ``attrs["tasks"]`` when the dataset has them, else one task for every
+frame (``task``, by default the env spec's id). Stats: LeRobot's per-episode and dataset-wide
+min / max / mean / std / count (images per channel in [0, 1]); not the quantiles (q01 ... q99)
+that LeRobot 0.4 adds, which only its QUANTILES normalization reads.
 
 Refused before anything is written: a depth camera or an rgb key without 3 channels or with odd
 sizes (4:2:0 video needs even ones; ``drop`` it), a multi-dimensional low-dim key, a
@@ -26,33 +23,24 @@ sizes (4:2:0 video needs even ones; ``drop`` it), a multi-dimensional low-dim ke
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from robopolicy.data.convert.common import check_destination, staged_output
 from robopolicy.data.convert.lerobot_features import TASK_INDEX, Mapped, default_lerobot
+from robopolicy.data.convert.lerobot_files import Segment, V21Files, V30Files, frame_table
 from robopolicy.data.convert.lerobot_sidecar import sidecar_record, write_sidecar
-from robopolicy.data.convert.lerobot_video import (
-    PSNR,
-    VideoSettings,
-    decode_frames,
-    encode_frames,
-)
+from robopolicy.data.convert.lerobot_video import PSNR, VideoSettings, decode_frames
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.format import EXTRA_STEP_KEYS
 from robopolicy.data.reader import ReplayBuffer
 
-CODEBASE_VERSION = "v2.1"
-CHUNKS_SIZE = 1000  # episodes per chunk directory, LeRobot's default
-DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+WRITERS = {"v2.1": V21Files, "v3.0": V30Files}  # codebase_version -> how its files are laid out
+DEFAULT_VERSION = "v2.1"  # what LeRobot 0.3 (the release installable beside torch 2.13) reads
 FALLBACK_TASK = "demonstration"  # the task string when a dataset has neither tasks nor an env id
 CODEC_NAMES = {"libsvtav1": "av1", "libx264": "h264", "libx265": "hevc"}  # info.json's names
 IMAGE_NAMES = ["height", "width", "channels"]
@@ -82,52 +70,43 @@ def zarr_to_lerobot(
     drop: set[str] | None = None,
     task: str | None = None,
     video: VideoSettings | None = None,
-    robot_type: str | None = None,
+    robot_type: str | None = None,  # None: the one recorded on import from LeRobot, if any
+    version: str = DEFAULT_VERSION,
     overwrite: bool = False,
 ) -> LeRobotExport:
     """Write our dataset ``src`` as the LeRobot dataset directory ``dst`` (module docstring)."""
     src, dst = Path(src), Path(dst)
+    if version not in WRITERS:
+        raise DatasetError(dst, f"codebase version {version!r}: expected one of {list(WRITERS)}")
     check_destination(dst, overwrite)
     buffer = ReplayBuffer.open(src)
     plan = _plan_export(buffer, renames or {}, set(drop or ()))
     tasks = _tasks(buffer, task)
     video = video or VideoSettings()
     export = LeRobotExport(dst)
-    episodes, stats = [], []
+    all_stats = []
     with staged_output(dst, overwrite) as staging:
-        (staging / "meta").mkdir(parents=True)
+        files = WRITERS[version](staging, buffer.fps, video)
         for index in tqdm(range(buffer.n_episodes), desc="zarr -> lerobot", unit="ep"):
             window = buffer.episode_slice(index)
             arrays = {m.ours: buffer.data[m.ours][window] for m in plan}
             task_index = _task_index(buffer, window)
             columns = _columns(arrays, plan, task_index, index, window.start, buffer.fps)
-            _write_parquet(staging / _path(DATA_PATH, index), columns, plan)
-            for mapped in plan:
-                if mapped.role == "rgb":
-                    path = staging / _path(VIDEO_PATH, index, mapped.lerobot)
-                    _write_video(path, arrays[mapped.ours], buffer.fps, video, mapped, export)
+            frames = {m.lerobot: arrays[m.ours] for m in plan if m.role == "rgb"}
             episode_tasks = list(dict.fromkeys(tasks[i] for i in task_index))
-            episodes.append(
-                {"episode_index": index, "tasks": episode_tasks, "length": len(task_index)}
-            )
-            stats.append({"episode_index": index, "stats": _episode_stats(columns, arrays, plan)})
+            all_stats.append(_episode_stats(columns, frames))
+            files.add_episode(index, frame_table(columns), frames, episode_tasks, all_stats[-1])
         dtypes = {m.lerobot: buffer.data[m.ours].dtype.name for m in plan}
-        features = _features(plan, dtypes, buffer.fps, video)
+        source = buffer.attrs.get("lerobot", {})  # where the dataset was imported from LeRobot
+        features = _features(plan, dtypes, buffer.fps, video, source.get("features", {}))
+        robot_type = robot_type or source.get("robot_type")
         info = _info(buffer, features, len(tasks), robot_type)
-        _write_json(staging / "meta/info.json", info)
-        _write_jsonl(
-            staging / "meta/tasks.jsonl",
-            [{"task_index": i, "task": t} for i, t in enumerate(tasks)],
-        )
-        _write_jsonl(staging / "meta/episodes.jsonl", episodes)
-        _write_jsonl(staging / "meta/episodes_stats.jsonl", stats)
+        segments = files.finish(info, tasks, _aggregate(all_stats))
+        _measure(segments, buffer, plan, export)
         lerobot_keys = {m.lerobot: m.ours for m in plan}
+        has_tasks = TASK_INDEX in buffer.data
         record = sidecar_record(
-            dict(buffer.attrs),
-            buffer.fps,
-            lerobot_keys,
-            TASK_INDEX in buffer.data,
-            buffer.episode_meta,
+            dict(buffer.attrs), buffer.fps, lerobot_keys, has_tasks, buffer.episode_meta
         )
         write_sidecar(staging, record)
     return export
@@ -186,12 +165,6 @@ def _task_index(buffer: ReplayBuffer, window: slice) -> np.ndarray:
     return np.zeros(window.stop - window.start, dtype=np.int64)
 
 
-def _path(template: str, index: int, video_key: str = "") -> str:
-    return template.format(
-        episode_chunk=index // CHUNKS_SIZE, episode_index=index, video_key=video_key
-    )
-
-
 def _columns(
     arrays: dict[str, np.ndarray],
     plan: list[Mapped],
@@ -216,75 +189,70 @@ def _columns(
     return columns
 
 
-def _arrow(values: np.ndarray) -> pa.Array:
-    if values.ndim == 1:
-        return pa.array(values)
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-
-
-def _hf_feature(values: np.ndarray) -> dict:
-    """The Hugging Face ``datasets`` feature LeRobot declares for a column (schema metadata)."""
-    value = {"dtype": values.dtype.name, "_type": "Value"}
-    if values.ndim == 1:
-        return value
-    return {"feature": value, "length": int(values.shape[1]), "_type": "Sequence"}
-
-
-def _write_parquet(path: Path, columns: dict[str, np.ndarray], plan: list[Mapped]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({name: _arrow(values) for name, values in columns.items()})
-    hf = {"info": {"features": {name: _hf_feature(values) for name, values in columns.items()}}}
-    table = table.replace_schema_metadata({"huggingface": json.dumps(hf)})
-    pq.write_table(table, path)
-
-
-def _write_video(
-    path: Path,
-    frames: np.ndarray,
-    fps: float,
-    video: VideoSettings,
-    mapped: Mapped,
-    export: LeRobotExport,
+def _measure(
+    segments: list[Segment], buffer: ReplayBuffer, plan: list[Mapped], export: LeRobotExport
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encode_frames(path, frames, fps, video)
-    decoded = decode_frames(path, 0.0, len(frames), fps, mapped.shape, mapped.lerobot)
-    export.psnr.setdefault(mapped.lerobot, PSNR()).add(frames, decoded)
+    """Decode every video segment written and add its PSNR against our frames to ``export``."""
+    ours = {m.lerobot: m for m in plan}
+    for segment in segments:
+        mapped = ours[segment.key]
+        original = buffer.data[mapped.ours][buffer.episode_slice(segment.episode)]
+        decoded = decode_frames(
+            segment.path, segment.start, len(original), buffer.fps, mapped.shape, segment.key
+        )
+        export.psnr.setdefault(segment.key, PSNR()).add(original, decoded)
 
 
-def _episode_stats(
-    columns: dict[str, np.ndarray], arrays: dict[str, np.ndarray], plan: list[Mapped]
-) -> dict:
-    """LeRobot's per-episode stats: per dimension for numbers, per channel in [0, 1] for images."""
+def _episode_stats(columns: dict[str, np.ndarray], frames: dict[str, np.ndarray]) -> dict:
+    """LeRobot's per-episode stats: per dimension for numbers, per channel in [0, 1] for images
+    (shaped (C, 1, 1), as LeRobot broadcasts them over CHW frames)."""
     stats = {}
     for name, values in columns.items():
-        values = values.astype(np.float64).reshape(len(values), -1)
-        stats[name] = _stat_lists(values, axis=0)
-    for mapped in plan:
-        if mapped.role == "rgb":
-            pixels = arrays[mapped.ours].astype(np.float64) / 255.0
-            per_channel = _stat_lists(pixels.reshape(-1, pixels.shape[-1]), axis=0)
-            stats[mapped.lerobot] = {
-                k: v if k == "count" else [[[x]] for x in v] for k, v in per_channel.items()
-            }
-            stats[mapped.lerobot]["count"] = [len(pixels)]
+        stats[name] = _stat_lists(values.astype(np.float64).reshape(len(values), -1))
+    for name, images in frames.items():
+        pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+        per_channel = _stat_lists(pixels)
+        stats[name] = {k: [[[x]] for x in v] for k, v in per_channel.items() if k != "count"}
+        stats[name]["count"] = [len(images)]
     return stats
 
 
-def _stat_lists(values: np.ndarray, axis: int) -> dict[str, list]:
+def _stat_lists(values: np.ndarray) -> dict[str, list]:
     return {
-        "min": values.min(axis=axis).tolist(),
-        "max": values.max(axis=axis).tolist(),
-        "mean": values.mean(axis=axis).tolist(),
-        "std": values.std(axis=axis).tolist(),
+        "min": values.min(axis=0).tolist(),
+        "max": values.max(axis=0).tolist(),
+        "mean": values.mean(axis=0).tolist(),
+        "std": values.std(axis=0).tolist(),
         "count": [int(values.shape[0])],
     }
 
 
+def _aggregate(episodes: list[dict]) -> dict:
+    """Dataset-wide stats from per-episode ones: count-weighted mean, pooled variance."""
+    stats = {}
+    for name in episodes[0]:
+        parts = [episode[name] for episode in episodes]
+        counts = np.array([p["count"][0] for p in parts], dtype=np.float64)
+        weights = counts.reshape(-1, *[1] * np.ndim(parts[0]["mean"])) / counts.sum()
+        means = np.array([p["mean"] for p in parts])
+        mean = (weights * means).sum(axis=0)
+        second = (weights * (np.array([p["std"] for p in parts]) ** 2 + means**2)).sum(axis=0)
+        stats[name] = {
+            "min": np.min([p["min"] for p in parts], axis=0).tolist(),
+            "max": np.max([p["max"] for p in parts], axis=0).tolist(),
+            "mean": mean.tolist(),
+            "std": np.sqrt(np.maximum(second - mean**2, 0.0)).tolist(),
+            "count": [int(counts.sum())],
+        }
+    return stats
+
+
 def _features(
-    plan: list[Mapped], dtypes: dict[str, str], fps: float, video: VideoSettings
+    plan: list[Mapped], dtypes: dict[str, str], fps: float, video: VideoSettings, source: dict
 ) -> dict[str, dict]:
-    """info.json's features: ours, then LeRobot's five bookkeeping columns."""
+    """info.json's features: ours, then LeRobot's five bookkeeping columns. A numeric feature
+    imported from LeRobot (``source``: attrs["lerobot"]["features"]) gets its dimension names
+    back if its shape is unchanged."""
     features = {}
     for m in plan:
         if m.role == "rgb":
@@ -306,7 +274,9 @@ def _features(
             }
         else:
             shape = list(m.shape) or [1]
-            features[m.lerobot] = {"dtype": dtypes[m.lerobot], "shape": shape, "names": None}
+            before = source.get(m.lerobot, {})
+            names = before.get("names") if before.get("shape") == shape else None
+            features[m.lerobot] = {"dtype": dtypes[m.lerobot], "shape": shape, "names": names}
     scalars = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64"}
     scalars.update({"index": "int64", "task_index": "int64"})
     features.update({k: {"dtype": v, "shape": [1], "names": None} for k, v in scalars.items()})
@@ -318,27 +288,13 @@ def _number(fps: float) -> int | float:
 
 
 def _info(buffer: ReplayBuffer, features: dict, n_tasks: int, robot_type: str | None) -> dict:
-    n_cameras = sum(1 for f in features.values() if f["dtype"] == "video")
+    """info.json's entries common to both versions (each writer adds its paths and sizes)."""
     return {
-        "codebase_version": CODEBASE_VERSION,
         "robot_type": robot_type,
         "total_episodes": buffer.n_episodes,
         "total_frames": buffer.n_steps,
         "total_tasks": n_tasks,
-        "total_videos": buffer.n_episodes * n_cameras,
-        "total_chunks": (buffer.n_episodes - 1) // CHUNKS_SIZE + 1,
-        "chunks_size": CHUNKS_SIZE,
         "fps": _number(buffer.fps),
         "splits": {"train": f"0:{buffer.n_episodes}"},
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if n_cameras else None,
         "features": features,
     }
-
-
-def _write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=4) + "\n")
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))

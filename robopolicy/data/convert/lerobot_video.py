@@ -87,30 +87,42 @@ def decode_frames(
     return np.stack(frames)
 
 
+class VideoEncoder:
+    """An ffmpeg process encoding frames into one mp4, fed episode by episode (v3.0 puts many
+    episodes in one file); ``n_frames`` counts what it was given, so the next episode's segment
+    starts at ``n_frames / fps``."""
+
+    def __init__(self, path: Path, height: int, width: int, fps: float, settings: VideoSettings):
+        self.path = path
+        self.n_frames = 0
+        self._writer = imageio_ffmpeg.write_frames(
+            str(path),
+            (width, height),
+            fps=fps,
+            codec=settings.codec,
+            pix_fmt_in="rgb24",
+            pix_fmt_out=settings.pix_fmt,
+            quality=None,
+            macro_block_size=1,  # never rescale: the frame size is part of the feature
+            ffmpeg_log_level="error",
+            output_params=["-g", str(settings.gop), "-crf", str(settings.crf)],
+        )
+        self._writer.send(None)  # start ffmpeg
+
+    def add(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            self._writer.send(np.ascontiguousarray(frame))
+        self.n_frames += len(frames)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 def encode_frames(path: Path, frames: np.ndarray, fps: float, settings: VideoSettings) -> None:
     """Write ``frames`` ``(n, H, W, 3)`` uint8 as an mp4 at ``fps`` (even H and W for 4:2:0)."""
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(path),
-        (width, height),
-        fps=fps,
-        codec=settings.codec,
-        pix_fmt_in="rgb24",
-        pix_fmt_out=settings.pix_fmt,
-        quality=None,
-        macro_block_size=1,  # never rescale: the frame size is part of the feature
-        ffmpeg_log_level="error",
-        output_params=["-g", str(settings.gop), "-crf", str(settings.crf)],
-    )
-    writer.send(None)  # start ffmpeg
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
-
-
-def video_duration(n_frames: int, fps: float) -> float:
-    """The time span LeRobot records for an episode's video segment: one frame period per frame."""
-    return n_frames / fps
+    encoder = VideoEncoder(path, frames.shape[1], frames.shape[2], fps, settings)
+    encoder.add(frames)
+    encoder.close()
 
 
 @dataclass
