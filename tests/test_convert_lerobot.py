@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from data_helpers import write_dataset
@@ -153,6 +155,27 @@ def test_rename_and_drop(tmp_path):
     features = json.loads((tmp_path / "lr/meta/info.json").read_text())["features"]
     assert "observation.state" in features and "observation.images.cam" not in features
     assert not (tmp_path / "lr/videos").exists()
+
+
+def test_image_features_stored_as_png_in_the_parquet_are_read(tmp_path):
+    """LeRobot's ``image`` dtype: PNG bytes in a ``{bytes, path}`` struct column, lossless."""
+    root = tmp_path / "images"
+    shutil.copytree(FIXTURES / "lerobot_v21", root)
+    originals = np.load(FIXTURES / "lerobot_v21_frames.npz")
+    for index, path in enumerate(sorted(root.rglob("episode_*.parquet"))):
+        table = pq.read_table(path)
+        cells = [
+            {"bytes": iio.imwrite("<bytes>", f, extension=".png"), "path": None}
+            for f in originals[f"episode_{index}"]
+        ]
+        pq.write_table(table.append_column("observation.images.top", pa.array(cells)), path)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.top"] = {"dtype": "image", "shape": [32, 32, 3]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    buffer = ReplayBuffer.open(lerobot_to_zarr(root, tmp_path / "out.zarr"))
+    assert buffer.shape_meta["obs"]["top"] == {"shape": [32, 32, 3], "type": "rgb"}
+    expected = np.concatenate([originals[f"episode_{i}"] for i in range(len(LENGTHS))])
+    assert np.array_equal(buffer.data["top"][:], expected)
 
 
 # ------------------------------------------------------------------------- bad input
