@@ -33,6 +33,8 @@ OBS_PREFIX = "observation."
 # LeRobot's names for our per-step arrays (the rest of EXTRA_STEP_KEYS keep their own name)
 LEROBOT_NAMES = {"action": "action", "reward": "next.reward", "done": "next.done"}
 TASK_INDEX = "task_index"  # LeRobot's per-frame task column and our per-step array of it
+# Columns LeRobot adds to every frame: bookkeeping, rebuilt on export, not features to import.
+DEFAULT_BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", TASK_INDEX)
 CAMERA_DTYPES = ("video", "image")
 NUMERIC_DTYPES = ("float32", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 
@@ -127,9 +129,6 @@ def plan_import(
             info_path, "no feature maps to our action (--rename KEY=action)", "features"
         )
     return plan
-
-
-DEFAULT_BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", TASK_INDEX)
 
 
 def shape_meta_for(plan: list[Mapped]) -> dict:

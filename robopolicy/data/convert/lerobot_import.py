@@ -73,15 +73,14 @@ def lerobot_to_zarr(
     plan = plan_import(layout.features, renames, set(drop or ()), src / INFO_PATH)
     shape_meta = _restored_shape_meta(shape_meta_for(plan), sidecar)
     has_tasks = sidecar.get("has_task_index", True) and bool(layout.tasks)
-    first = _read_episode(layout, layout.episodes[0], plan, has_tasks)  # fail early, before output
-    conversion = {**default_provenance(SOURCE_FORMAT), "source_path": str(src.resolve())}
-    if (
-        "provenance" in sidecar
-    ):  # exported by us: the original record, and this trip through LeRobot
-        provenance = {**sidecar["provenance"], "via_lerobot": conversion}
-    else:
-        provenance = conversion
-    episode_fields = sidecar.get("episode_meta", {})
+    tables = _LastTable()
+    first = _read_episode(layout, layout.episodes[0], plan, has_tasks, tables)  # fail early
+    provenance = _provenance(src, sidecar)
+    episode_fields = {  # a LeRobot dataset edited since our export may have other episodes
+        name: values
+        for name, values in sidecar.get("episode_meta", {}).items()
+        if len(values) == len(layout.episodes)
+    }
     with staged_output(dst, overwrite) as staging:
         writer = DatasetWriter.create(
             staging, shape_meta, layout.fps, env_spec or sidecar.get("env_spec", {}), provenance
@@ -89,7 +88,9 @@ def lerobot_to_zarr(
         for position, episode in enumerate(
             tqdm(layout.episodes, desc="lerobot -> zarr", unit="ep")
         ):
-            steps = first if position == 0 else _read_episode(layout, episode, plan, has_tasks)
+            steps = (
+                first if position == 0 else _read_episode(layout, episode, plan, has_tasks, tables)
+            )
             meta = {name: values[position] for name, values in episode_fields.items()}
             writer.append_episode(steps, episode_meta=meta)
         writer.close()
@@ -98,6 +99,14 @@ def lerobot_to_zarr(
             root.attrs["tasks"] = layout.tasks
         root.attrs["lerobot"] = _source_record(layout, plan)
     return dst
+
+
+def _provenance(src: Path, sidecar: dict) -> dict:
+    """This conversion's record; for a dataset we exported, the original one with it inside."""
+    conversion = {**default_provenance(SOURCE_FORMAT), "source_path": str(src.resolve())}
+    if "provenance" in sidecar:
+        return {**sidecar["provenance"], "via_lerobot": conversion}
+    return conversion
 
 
 def _restored_shape_meta(shape_meta: dict, sidecar: dict) -> dict:
@@ -111,11 +120,28 @@ def _restored_shape_meta(shape_meta: dict, sidecar: dict) -> dict:
     return {"obs": obs, "action": {**recorded["action"], **shape_meta["action"]}}
 
 
+class _LastTable:
+    """The parquet file read last: v3.0 keeps many episodes in one, read once for all of them."""
+
+    def __init__(self):
+        self.path: Path | None = None
+        self.table = None
+
+    def read(self, path: Path):
+        if path != self.path:
+            self.path, self.table = path, read_parquet(path, ["episode_index", "timestamp"])
+        return self.table
+
+
 def _read_episode(
-    layout: LeRobotLayout, episode: EpisodeFiles, plan: list[Mapped], has_tasks: bool
+    layout: LeRobotLayout,
+    episode: EpisodeFiles,
+    plan: list[Mapped],
+    has_tasks: bool,
+    tables: _LastTable,
 ) -> dict[str, np.ndarray]:
     """Every array of one episode, in the dtype and per-step shape our writer stores."""
-    table = read_parquet(episode.data_file, ["episode_index", "timestamp"])
+    table = tables.read(episode.data_file)
     if layout.version == "v3.0":  # many episodes per file
         rows = np.flatnonzero(
             column_values(table, "episode_index", (), episode.data_file) == episode.index

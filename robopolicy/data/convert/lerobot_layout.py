@@ -39,8 +39,7 @@ from robopolicy.data.errors import DatasetError
 
 INFO_PATH = "meta/info.json"
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
-# Columns LeRobot adds to every frame; not features of the recording itself.
-DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+V2_CHUNKS_SIZE = 1000  # episodes per chunk directory when a v2 info.json omits chunks_size
 
 
 @dataclass
@@ -159,7 +158,7 @@ def _tasks_by_index(path: Path, pairs: list[tuple[Any, Any]]) -> list[str]:
 
 def _read_episodes_v2(root: Path, info: dict, video_keys: list[str]) -> list[EpisodeFiles]:
     path = root / "meta/episodes.jsonl"
-    chunks_size = int(info.get("chunks_size", 1000))
+    chunks_size = int(info.get("chunks_size", V2_CHUNKS_SIZE))
     episodes = []
     for row in sorted(_read_jsonl(path), key=lambda r: r.get("episode_index", -1)):
         index, length = row.get("episode_index"), row.get("length")
