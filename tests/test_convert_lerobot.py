@@ -4,6 +4,7 @@ v3.0 by lerobot 0.4.4, scripts/make_lerobot_fixture.py), read here without impor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -247,3 +248,30 @@ def test_export_refuses_what_video_cannot_hold_before_writing(tmp_path):
     assert "observation.images.cam: PSNR" in result.stdout
     again = run_cli("zarr-to-lerobot", str(tmp_path / "ours.zarr"), str(tmp_path / "lr2"))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+# ------------------------------------------------------------------------- LeRobot itself
+PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # scripts/make_peers_venv.sh: lerobot 0.3.2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEERS_PYTHON.exists(), reason="no .venv-peers (scripts/make_peers_venv.sh)")
+def test_export_opens_in_lerobots_own_dataset_class(tmp_path):
+    """scripts/open_in_lerobot.py: LeRobotDataset(repo_id, root=...) reads the v2.1 export,
+    offline, with every checked item at its episode and frame and equal to the zarr's row."""
+    write_dataset(tmp_path / "ours.zarr", n_episodes=3)
+    zarr_to_lerobot(tmp_path / "ours.zarr", tmp_path / "lerobot")
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run(
+        [str(PEERS_PYTHON), "scripts/open_in_lerobot.py", str(tmp_path / "lerobot")]
+        + ["--compare", str(tmp_path / "ours.zarr")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 episodes, 21 frames, fps 10, codebase v2.1" in done.stdout
+    assert done.stdout.count("low-dim equal to the zarr: True") == 4
+    assert "items: ok" in done.stdout
