@@ -89,7 +89,7 @@ def main() -> int:
     if len(ends) > 1:
         checks.append((ends[0], 1, 0))
     checks.append((ends[-1] - 1, len(ends) - 1, ends[-1] - 1 - (ends[-2] if len(ends) > 1 else 0)))
-    source = _source(args.compare)
+    source = _source(args.compare, args.root)
     wrong = 0
     for index, episode, frame in checks:
         item = dataset[index]
@@ -115,7 +115,7 @@ def _episode_ends(dataset) -> list[int]:
     return [int(end) for end in dataset.meta.episodes["dataset_to_index"]]
 
 
-def _source(path: Path | None):
+def _source(path: Path | None, root: Path):
     """The zarr dataset the export came from, and LeRobot's name -> our key (its sidecar)."""
     if path is None:
         return None
@@ -123,7 +123,7 @@ def _source(path: Path | None):
 
     from robopolicy.data import ReplayBuffer
 
-    keys = json.loads((Path(sys.argv[1]) / "meta/robopolicy.json").read_text())["lerobot_keys"]
+    keys = json.loads((root / "meta/robopolicy.json").read_text())["lerobot_keys"]
     return ReplayBuffer.open(path), keys
 
 
