@@ -1,4 +1,4 @@
-"""Convert demonstration datasets between robomimic HDF5, diffusion_policy zarr and our zarr format.
+"""Convert demonstration datasets between robomimic HDF5, diffusion_policy zarr, LeRobot and ours.
 
 Usage (from the repository root)::
 
@@ -6,6 +6,10 @@ Usage (from the repository root)::
     python datasets/convert.py zarr-to-robomimic IN.zarr[.zip] OUT.hdf5 [--next-obs]
     python datasets/convert.py diffusion-policy-to-zarr IN.zarr[.zip] OUT.zarr[.zip] --fps N \
         [--env-spec JSON] [--shape-meta JSON]
+    python datasets/convert.py lerobot-to-zarr IN_DIR OUT.zarr[.zip] [--rename SRC=DST]... \
+        [--drop KEY]... [--env-spec JSON]
+    python datasets/convert.py zarr-to-lerobot IN.zarr[.zip] OUT_DIR [--rename SRC=DST]... \
+        [--drop KEY]... [--task TEXT] [--robot-type NAME] [--crf N] [--codebase-version V]
 
 Every subcommand takes ``--overwrite`` to replace an existing output; without it an existing
 output is refused. Output is written under a temporary name and renamed into place only when
@@ -34,9 +38,14 @@ from numcodecs.errors import UnknownCodecError  # noqa: E402
 
 from robopolicy.data.convert import (  # noqa: E402
     diffusion_policy_to_zarr,
+    lerobot_export,  # noqa: E402
+    lerobot_to_zarr,
     robomimic_to_zarr,
+    zarr_to_lerobot,
     zarr_to_robomimic,
 )
+from robopolicy.data.convert.lerobot_features import parse_rename  # noqa: E402
+from robopolicy.data.convert.lerobot_video import VideoSettings  # noqa: E402
 from robopolicy.data.errors import DatasetError  # noqa: E402
 
 
@@ -85,7 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape-meta", type=_json_object, help="shape_meta, JSON or a .json file (default: infer)"
     )
 
-    for command in (rm_in, rm_out, dp_in):
+    lr_in = commands.add_parser("lerobot-to-zarr", help="LeRobot dataset (v2.x, v3.0) -> ours")
+    lr_in.add_argument("src", help="LeRobot dataset directory (holding meta/info.json)")
+    lr_in.add_argument("dst", help="output dataset (.zarr directory or .zarr.zip)")
+    lr_in.add_argument("--env-spec", type=_json_object, help="env spec, JSON or a .json file")
+    lr_out = commands.add_parser("zarr-to-lerobot", help="our zarr -> LeRobot (v2.1 or v3.0)")
+    lr_out.add_argument("src", help="dataset (.zarr directory or .zarr.zip)")
+    lr_out.add_argument("dst", help="output LeRobot dataset directory")
+    lr_out.add_argument("--task", help="task string for every frame (default: the env spec id)")
+    lr_out.add_argument("--robot-type", help="info.json's robot_type (default: null)")
+    lr_out.add_argument(
+        "--crf", type=int, default=VideoSettings.crf, help="AV1 quality, lower is better"
+    )
+    lr_out.add_argument(
+        "--codebase-version",
+        choices=list(lerobot_export.WRITERS),
+        default=lerobot_export.DEFAULT_VERSION,
+        help="LeRobot format: v2.1 (LeRobot 0.3) or v3.0 (LeRobot 0.4 and later)",
+    )
+    for command in (lr_in, lr_out):
+        command.add_argument(
+            "--rename",
+            action="append",
+            type=parse_rename,
+            metavar="SRC=DST",
+            help="map a key to another name",
+        )
+        command.add_argument("--drop", action="append", metavar="KEY", help="leave a key out")
+
+    for command in (rm_in, rm_out, dp_in, lr_in, lr_out):
         command.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
 
@@ -97,6 +134,27 @@ def run(args: argparse.Namespace) -> str:
         out = zarr_to_robomimic(
             args.src, args.dst, overwrite=args.overwrite, next_obs=args.next_obs
         )
+    elif args.command == "lerobot-to-zarr":
+        out = lerobot_to_zarr(
+            args.src,
+            args.dst,
+            renames=dict(args.rename or ()),
+            drop=set(args.drop or ()),
+            env_spec=args.env_spec,
+            overwrite=args.overwrite,
+        )
+    elif args.command == "zarr-to-lerobot":
+        return zarr_to_lerobot(
+            args.src,
+            args.dst,
+            renames=dict(args.rename or ()),
+            drop=set(args.drop or ()),
+            task=args.task,
+            video=VideoSettings(crf=args.crf),
+            robot_type=args.robot_type,
+            version=args.codebase_version,
+            overwrite=args.overwrite,
+        ).summary()
     else:
         out = diffusion_policy_to_zarr(
             args.src,

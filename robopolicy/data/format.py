@@ -10,6 +10,7 @@ Layout (see datasets/README.md for the full spec)::
     data/sent_command      (N, C) float64, optional: deploy recordings, what reached the robot
                            (the safety layer's forwarded arm target and gripper opening)
     data/sent_forwarded    (N,) bool, optional: False where the arm got nothing that tick
+    data/task_index        (N,) int64, optional: index into attrs["tasks"] (the task strings)
     meta/episode_ends      (E,) int64, cumulative end index of each episode
     meta/episode_<name>    (E,) optional per-episode scalars (e.g. mode label, seed)
 
@@ -32,4 +33,6 @@ EXTRA_STEP_KEYS: dict[str, np.dtype] = {
     "done": np.dtype(np.bool_),
     "sent_command": np.dtype(np.float64),  # deploy recordings (hardware/deploy.py module doc)
     "sent_forwarded": np.dtype(np.bool_),
+    # the task each step belongs to, an index into attrs["tasks"] (LeRobot's per-frame task_index)
+    "task_index": np.dtype(np.int64),
 }
