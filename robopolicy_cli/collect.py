@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,10 +27,26 @@ from tqdm import tqdm
 
 from robopolicy.config import ConfigError, validate
 from robopolicy.config.errors import run_hydra_main
+from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env
 from robopolicy.utils.cli import run_reporting_errors
+from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
+
+USAGE = Usage(
+    summary="Collect scripted-expert demonstrations of a task into a zarr dataset (only successful "
+    "episodes; DART noise, human-like pauses and DAgger on request).",
+    config="collect",
+    schema="robopolicy/config/collect.py CollectConfig",
+    examples=(
+        "task=push_cube n_episodes=50 out=datasets/data/push.zarr",
+        "n_workers=2 teleop.action_noise_std=0.1 teleop.pause_prob=0.05",
+        "append=true seed=10000 dagger.checkpoint=<checkpoint>",
+    ),
+    groups=(),
+    notes=(HYDRA_NOTE,),
+)
 
 
 def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
@@ -190,13 +207,14 @@ def open_to_append(out: Path, shape_meta: dict, env_spec: dict):
 
 
 @hydra.main(
-    config_path=str(Path(__file__).resolve().parents[1] / "conf"),
+    config_path=str(conf_dir()),
     config_name="collect",
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors("collect.py", lambda: collect(cfg))
+    run_reporting_errors(program_name(), lambda: collect(cfg))
 
 
 def main() -> None:
-    run_hydra_main("collect.py", hydra_main)  # Hydra's own errors (a group typo, ...) as one line
+    exit_if_help(USAGE, sys.argv[1:])
+    run_hydra_main(program_name(), hydra_main)  # Hydra's own errors (a group typo, ...) as one line

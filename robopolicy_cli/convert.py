@@ -1,16 +1,16 @@
 """Convert demonstration datasets between robomimic HDF5, diffusion_policy zarr and our zarr format.
 
-Usage (from the repository root)::
+    robopolicy-convert robomimic-to-zarr src=IN.hdf5 dst=OUT.zarr[.zip] [fps=N]
+    robopolicy-convert zarr-to-robomimic src=IN.zarr[.zip] dst=OUT.hdf5 [next_obs=true]
+    robopolicy-convert diffusion-policy-to-zarr src=IN.zarr[.zip] dst=OUT.zarr[.zip] fps=N \\
+        [env_spec=JSON|FILE.json|{id: ..., kwargs: {...}}] [shape_meta=...]
 
-    python datasets/convert.py robomimic-to-zarr IN.hdf5 OUT.zarr[.zip] [--fps N]
-    python datasets/convert.py zarr-to-robomimic IN.zarr[.zip] OUT.hdf5 [--next-obs]
-    python datasets/convert.py diffusion-policy-to-zarr IN.zarr[.zip] OUT.zarr[.zip] --fps N \
-        [--env-spec JSON] [--shape-meta JSON]
-
-Every subcommand takes ``--overwrite`` to replace an existing output; without it an existing
-output is refused. Output is written under a temporary name and renamed into place only when
-complete. A problem with the input (missing file, not a dataset, bad layout, a lossy cast) prints
-one line naming the file, the key and the problem, and exits with status 2.
+(``python datasets/convert.py ...`` from the repository.) Every command takes ``overwrite=true``
+to replace an existing output; without it an existing output is refused. Output is written under
+a temporary name and renamed into place only when complete. A problem with the arguments or the
+input (missing file, not a dataset, bad layout, a lossy cast) prints one line naming the key or
+the file and the problem, and exits with status 2. Config: conf/convert.yaml
+(robopolicy/config/dataset_tools.py ConvertConfig, which says which command takes which key).
 
 The conversions themselves live in ``robopolicy.data.convert``; see its modules for what maps
 to what and what round-trips exactly.
@@ -18,103 +18,85 @@ to what and what round-trips exactly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
+from typing import Any
 
 from numcodecs.errors import UnknownCodecError
+from omegaconf import DictConfig
 
+from robopolicy.config import ConfigError, validate
+from robopolicy.config.dataset_tools import CONVERSIONS
 from robopolicy.data.convert import (
     diffusion_policy_to_zarr,
     robomimic_to_zarr,
     zarr_to_robomimic,
 )
 from robopolicy.data.errors import DatasetError
+from robopolicy_cli.command import Usage, run_config_tool
+
+USAGE = Usage(
+    summary="Convert a demonstration dataset to or from robopolicy's zarr format. COMMAND: "
+    + ", ".join(CONVERSIONS),
+    config="convert",
+    schema="robopolicy/config/dataset_tools.py ConvertConfig",
+    examples=(
+        "robomimic-to-zarr src=lift_ph.hdf5 dst=datasets/data/lift.zarr",
+        "zarr-to-robomimic src=datasets/data/push_cube.zarr dst=push_cube.hdf5 next_obs=true",
+        "diffusion-policy-to-zarr src=pusht_cchi_v7_replay.zarr dst=pusht.zarr fps=10",
+    ),
+    arguments="COMMAND src=IN dst=OUT [KEY=VALUE ...]",
+)
 
 
-def _json_object(text: str) -> dict:
-    """A JSON object given inline or as the path of a .json file."""
+def json_object(key: str, value: Any) -> dict | None:
+    """``value`` as a dict: a mapping given as one, JSON text, or the path of a .json file."""
+    if value is None or isinstance(value, dict):
+        return value
+    text = str(value)
     if os.path.isfile(text):
         with open(text) as f:
             text = f.read()
     try:
-        value = json.loads(text)
+        parsed = json.loads(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not a JSON object or .json file: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
+        raise ConfigError(key, value, f"not a JSON object or .json file: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(key, value, "expected a JSON object")
+    return parsed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Convert demonstration datasets to and from robopolicy's zarr format."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    rm_in = commands.add_parser("robomimic-to-zarr", help="robomimic HDF5 -> our zarr")
-    rm_in.add_argument("src", help="robomimic .hdf5 file")
-    rm_in.add_argument("dst", help="output dataset (.zarr directory or .zarr.zip)")
-    rm_in.add_argument(
-        "--fps", type=float, help="control rate (default: env_args' env_kwargs.control_freq)"
-    )
-
-    rm_out = commands.add_parser("zarr-to-robomimic", help="our zarr -> robomimic HDF5")
-    rm_out.add_argument("src", help="dataset (.zarr directory or .zarr.zip)")
-    rm_out.add_argument("dst", help="output .hdf5 file")
-    rm_out.add_argument(
-        "--next-obs",
-        action="store_true",
-        help="add next_obs (obs shifted one step, last repeated) to a dataset that has none",
-    )
-
-    dp_in = commands.add_parser("diffusion-policy-to-zarr", help="diffusion_policy zarr -> ours")
-    dp_in.add_argument("src", help="diffusion_policy store (.zarr directory or .zarr.zip)")
-    dp_in.add_argument("dst", help="output dataset (.zarr directory or .zarr.zip)")
-    dp_in.add_argument("--fps", type=float, required=True, help="control rate of the demos")
-    dp_in.add_argument("--env-spec", type=_json_object, help="env spec, JSON or a .json file")
-    dp_in.add_argument(
-        "--shape-meta", type=_json_object, help="shape_meta, JSON or a .json file (default: infer)"
-    )
-
-    for command in (rm_in, rm_out, dp_in):
-        command.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    return parser
-
-
-def run(args: argparse.Namespace) -> str:
-    if args.command == "robomimic-to-zarr":
-        out = robomimic_to_zarr(args.src, args.dst, fps=args.fps, overwrite=args.overwrite)
-    elif args.command == "zarr-to-robomimic":
-        out = zarr_to_robomimic(
-            args.src, args.dst, overwrite=args.overwrite, next_obs=args.next_obs
-        )
-    else:
-        out = diffusion_policy_to_zarr(
-            args.src,
-            args.dst,
-            fps=args.fps,
-            env_spec=args.env_spec,
-            shape_meta=args.shape_meta,
-            overwrite=args.overwrite,
-        )
+def convert(composed: DictConfig) -> str:
+    cfg = validate(composed)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    try:
+        if cfg.command == "robomimic-to-zarr":
+            out = robomimic_to_zarr(cfg.src, cfg.dst, fps=cfg.fps, overwrite=cfg.overwrite)
+        elif cfg.command == "zarr-to-robomimic":
+            out = zarr_to_robomimic(
+                cfg.src, cfg.dst, overwrite=cfg.overwrite, next_obs=cfg.next_obs
+            )
+        else:
+            out = diffusion_policy_to_zarr(
+                cfg.src,
+                cfg.dst,
+                fps=cfg.fps,
+                env_spec=json_object("env_spec", cfg.env_spec),
+                shape_meta=json_object("shape_meta", cfg.shape_meta),
+                overwrite=cfg.overwrite,
+            )
+    except UnknownCodecError as error:  # diffusion_policy real-robot stores need imagecodecs
+        raise DatasetError(cfg.src, f"{error} (a codec that is not installed)") from None
+    print(f"wrote {out}")
     return str(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    try:
-        out = run(args)
-    except DatasetError as error:
-        print("error: " + str(error).replace("\n", " "), file=sys.stderr)
-        return 2
-    except UnknownCodecError as error:  # diffusion_policy real-robot stores need imagecodecs
-        print(
-            f"error: dataset {args.src}: {error} (a codec that is not installed)", file=sys.stderr
-        )
-        return 2
-    print(f"wrote {out}")
+    """``COMMAND`` (the first argument, unless it is a ``key=value``) is ``command=COMMAND``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and "=" not in argv[0] and not argv[0].startswith("-"):
+        argv = [f"command={argv[0]}", *argv[1:]]
+    run_config_tool("convert", USAGE, argv, convert)
     return 0

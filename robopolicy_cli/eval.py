@@ -36,6 +36,7 @@ from hardware.deploy import SENT_KEYS
 from hardware.latency import LatencyStats
 from robopolicy.config import validate
 from robopolicy.config.errors import run_hydra_main
+from robopolicy.config.locate import conf_dir
 from robopolicy.data.writer import DatasetWriter, default_provenance
 from robopolicy.eval.env_check import check_env_config
 from robopolicy.eval.evaluate import evaluate, summarize
@@ -44,8 +45,25 @@ from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
+from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
 
 SIM_ROBOT = "hardware.sim_robot.make_sim_robot"  # the sim arm's builder (conf/hardware/sim.yaml)
+
+
+USAGE = Usage(
+    summary="Evaluate a checkpoint closed-loop in simulation (success rate with a 95% interval, "
+    "videos, latency), or deploy it on a robot with hardware=NAME; results.json goes to the run "
+    "directory.",
+    config="eval",
+    schema="robopolicy/config/evaluation.py EvalConfig",
+    examples=(
+        "checkpoint=outputs/train/<run>/checkpoints/latest.safetensors sampler.num_steps=4",
+        "checkpoint=<checkpoint> hardware=sim n_episodes=5",
+    ),
+    groups=("hardware",),
+    arguments="checkpoint=PATH [KEY=VALUE ...]",
+    notes=(HYDRA_NOTE,),
+)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -286,13 +304,16 @@ def _free_port() -> int:
 
 
 @hydra.main(
-    config_path=str(Path(__file__).resolve().parents[1] / "conf"),
+    config_path=str(conf_dir()),
     config_name="eval",
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors("eval.py", lambda: run(cfg))
+    run_reporting_errors(program_name(), lambda: run(cfg))
 
 
 def main() -> None:
-    run_hydra_main("eval.py", hydra_main)  # Hydra's own errors (a group typo, ...) as one line too
+    exit_if_help(USAGE, sys.argv[1:])
+    run_hydra_main(
+        program_name(), hydra_main
+    )  # Hydra's own errors (a group typo, ...) as one line too

@@ -1,48 +1,54 @@
 """Record teleoperated demonstrations into a zarr dataset, on the sim arm or a real one.
 
-    python datasets/teleop.py --task push_cube --out datasets/data/push_teleop.zarr
-    python datasets/teleop.py --hardware ur5e --device spacemouse task.env_kwargs.obs_mode=rgb
+    robopolicy-teleop task=push_cube out=datasets/data/push_teleop.zarr
+    robopolicy-teleop hardware=ur5e device=spacemouse task.env_kwargs.obs_mode=rgb
 
-The robot comes from ``conf/hardware/<name>.yaml`` through ``hardware.factory.make_robot`` (every
+(``python datasets/teleop.py ...`` from the repository.) The robot comes from
+``conf/hardware/<name>.yaml`` (``hardware=NAME``) through ``hardware.factory.make_robot`` (every
 arm behind its safety layer); the default, ``sim``, is the MuJoCo arm stepping in real time and
-playing the task's env, so demos are collected on it exactly as on a real arm. Trailing
-``key=value`` arguments override the task config (``conf/collect.yaml`` with ``task=<name>``).
+playing the task's env, so demos are collected on it exactly as on a real arm. Every key
+(``task.*`` overrides the task config too): conf/teleop.yaml,
+robopolicy/config/dataset_tools.py TeleopRecordingConfig.
 
 The loop runs at the dataset's fps. Each tick it reads one observation frame through
-``hardware.robot_io.RobotIO`` (the task's ``shape_meta``, the keys and dtypes ``collect.py``
+``hardware.robot_io.RobotIO`` (the task's ``shape_meta``, the keys and dtypes robopolicy-collect
 records), polls the teleop device (``hardware/teleop.py``: keys are listed when it starts),
 sends the ``ee_delta`` action to be reached by the next tick, and, while an episode records,
 keeps the frame with that action: what was commanded, in the dataset's action space. The arm
 is commanded between episodes too, so the operator can set it up.
 
 ``n`` starts an episode (on a robot whose episodes software can reset, the sim, the world is
-reset with seed ``--seed + i`` first), ``y`` saves it (one atomic append through
+reset with seed ``seed + i`` first), ``y`` saves it (one atomic append through
 ``DatasetWriter``; the sim's episodes also store the seed and whether the task was solved),
 ``x`` discards it, ``q`` (or the end of the input) quits, discarding an unsaved episode. An
 episode reaching the task's ``max_episode_steps`` is saved on its own, so every demo fits the
-time limit that evaluation uses. ``--episodes N`` quits after N saved episodes.
+time limit that evaluation uses. ``episodes=N`` quits after N saved episodes.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from robopolicy.config import ConfigError, validate
+from robopolicy_cli.command import Usage, run_config_tool
+
 SIM_ROBOT = "hardware.sim_robot.make_sim_robot"
-
-
-def load_task(name: str, overrides: list[str]) -> dict:
-    """The resolved task config ``conf/task/<name>.yaml`` with ``overrides`` applied."""
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="collect", overrides=[f"task={name}", *overrides])
-    return OmegaConf.to_container(cfg.task, resolve=True)
+USAGE = Usage(
+    summary="Record teleoperated demonstrations into a zarr dataset, on the sim arm (default) or "
+    "a real one; the device's keys are listed when it starts.",
+    config="teleop",
+    schema="robopolicy/config/dataset_tools.py TeleopRecordingConfig",
+    examples=(
+        "task=push_cube out=datasets/data/push_teleop.zarr",
+        "hardware=ur5e device=spacemouse task.env_kwargs.obs_mode=rgb",
+    ),
+    groups=("hardware",),
+)
 
 
 def task_shape_meta(task: dict) -> dict:
@@ -59,17 +65,19 @@ def task_shape_meta(task: dict) -> dict:
         env.close()
 
 
-def load_hardware(name: str, task: dict, seed: int) -> dict:
-    """``conf/hardware/<name>.yaml``; the sim robot plays the task's env."""
-    path = CONF / "hardware" / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"--hardware {name}: no {path}; known: {known}")
-    with initialize_config_dir(config_dir=str(path.parent), version_base=None):
-        hardware = OmegaConf.to_container(compose(config_name=name), resolve=True)  # its schema too
+def robot_config(composed: DictConfig, task: dict, seed: int) -> dict:
+    """The robot of ``hardware=NAME``, resolved; the sim robot plays the task's env."""
+    hardware = OmegaConf.to_container(composed.hardware, resolve=True)
     if hardware.get("_target_") == SIM_ROBOT:
         hardware.update(env_id=task["env_id"], env_kwargs=task["env_kwargs"], seed=seed)
     return hardware
+
+
+def robot_label(hardware: dict) -> str:
+    """The robot in the dataset's provenance: the sim arm, or the real arms' drivers."""
+    if hardware.get("_target_") == SIM_ROBOT:
+        return "the sim arm"
+    return ", ".join(arm["_target_"] for arm in hardware.get("arms", {}).values())
 
 
 class TeleopRecorder:
@@ -153,44 +161,41 @@ class TeleopRecorder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="push_cube", help="conf/task/<name>.yaml")
-    parser.add_argument("--out", help="dataset to write (default: the task's, with _teleop)")
-    parser.add_argument("--hardware", default="sim", help="conf/hardware/<name>.yaml")
-    parser.add_argument("--device", default="keyboard", help="keyboard | spacemouse")
-    parser.add_argument("--speed", type=float, default=0.5, help="share of a full step per key")
-    parser.add_argument("--episodes", type=int, default=0, help="quit after N saved (0: never)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first sim episode")
-    parser.add_argument("--append", action="store_true", help="add to an existing dataset")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    parser.add_argument("overrides", nargs="*", help="task config overrides, key=value")
-    args = parser.parse_args(argv)
+    return run_config_tool("teleop", USAGE, argv, record)
 
+
+def record(composed: DictConfig) -> int:
+    """Check the config, build the robot and the writer, run the recorder (module doc)."""
+    cfg = validate(composed)
     from hardware.factory import make_robot
     from hardware.robot_io import RobotIO
     from hardware.teleop import KEYS_HELP, make_teleop
     from robopolicy.data.writer import DatasetWriter, default_provenance
 
-    task = load_task(args.task, args.overrides)
+    task = OmegaConf.to_container(composed.task, resolve=True)
     action_space = task["env_kwargs"].get("action_space", "ee_delta")
     if action_space != "ee_delta":
-        raise SystemExit(
-            f"teleop.py records ee_delta actions; task {args.task} uses action_space="
-            f"{action_space!r} (pass task.env_kwargs.action_space=ee_delta)"
+        raise ConfigError(
+            "task.env_kwargs.action_space",
+            action_space,
+            "expected ee_delta: teleop records ee_delta actions",
         )
     default_out = Path(task["dataset_path"]).with_name(f"{Path(task['dataset_path']).stem}_teleop")
-    out = Path(args.out or f"{default_out}.zarr")
-    if out.exists() and not (args.append or args.overwrite):
-        raise SystemExit(f"{out} exists: pass --append to add episodes or --overwrite to replace")
+    out = Path(cfg.out or f"{default_out}.zarr")
+    if out.exists() and not (cfg.append or cfg.overwrite):
+        raise ConfigError(
+            "out", out, "exists; pass append=true to add episodes or overwrite=true to replace it"
+        )
     shape_meta = task_shape_meta(task)
-    robot = make_robot(load_hardware(args.hardware, task, args.seed))
+    hardware = robot_config(composed, task, cfg.seed)
+    robot = make_robot(hardware)
     try:
         robot_io = RobotIO(robot, shape_meta, action_space)
-        if args.append and out.exists():
+        if cfg.append and out.exists():
             writer = DatasetWriter.open_for_append(out)
         else:
             provenance = default_provenance(
-                f"datasets/teleop.py ({args.device} on {args.hardware})"
+                f"robopolicy-teleop ({cfg.device} on {robot_label(hardware)})"
             )
             env_spec = {
                 "id": task["env_id"],
@@ -198,10 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                 "max_episode_steps": task["max_episode_steps"],
             }
             writer = DatasetWriter.create(
-                out, shape_meta, task["fps"], env_spec, provenance, overwrite=args.overwrite
+                out, shape_meta, task["fps"], env_spec, provenance, overwrite=cfg.overwrite
             )
-        speed = {"speed": args.speed}
-        with writer, make_teleop(args.device, **speed) as teleop:
+        with writer, make_teleop(cfg.device, speed=cfg.speed) as teleop:
             print(KEYS_HELP, file=sys.stderr)
             recorder = TeleopRecorder(
                 robot_io,
@@ -209,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                 writer,
                 task["fps"],
                 task["max_episode_steps"],
-                args.seed,
-                args.episodes,
+                cfg.seed,
+                cfg.episodes,
                 log=lambda message: print(f"[teleop] {message}", file=sys.stderr),
             )
             saved = recorder.run()

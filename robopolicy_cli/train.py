@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.config import validate
 from robopolicy.config.errors import run_hydra_main
+from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, check_env_config
 from robopolicy.eval.evaluate import evaluate_policy, summarize
 from robopolicy.policies.registry import load_policy
@@ -27,6 +29,7 @@ from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
+from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
 
 # algo.name -> "module:function"; each function is ``(cfg, run_dir, device, ranks) -> outcome``
 # with ``outcome["finished"]`` (False when stopped early by algo.stop_after) and
@@ -37,6 +40,24 @@ ALGORITHMS = {
     "reinflow": "robopolicy.algos.reinflow:train_reinflow",
     "dsrl": "robopolicy.algos.dsrl:train_dsrl",
 }
+
+
+USAGE = Usage(
+    summary="Train a policy by behaviour cloning (algo=bc) on a task's demonstrations, or "
+    "fine-tune a trained one with RL (algo=dppo | reinflow | dsrl, with checkpoint=PATH); the run "
+    "directory gets checkpoints, metrics, plots, videos and a final evaluation.",
+    config="config",
+    schema="robopolicy/config/run.py TrainConfig (algo.*: robopolicy/config/algos.py and "
+    "chain_ppo.py; policy.*: policy.py)",
+    examples=(
+        "task=push_cube policy=diffusion algo.num_steps=5000",
+        "+experiment=push_cube_dart policy=flow",
+        "algo=dppo checkpoint=outputs/train/<run>/checkpoints/latest.safetensors",
+        "resume=outputs/train/<run>/checkpoints/latest.safetensors",
+    ),
+    groups=("policy", "backbone", "algo", "logger", "+experiment"),
+    notes=(HYDRA_NOTE,),
+)
 
 
 def algorithm(name: str):
@@ -105,13 +126,16 @@ def run(cfg: DictConfig) -> Path:
 
 
 @hydra.main(
-    config_path=str(Path(__file__).resolve().parents[1] / "conf"),
+    config_path=str(conf_dir()),
     config_name="config",
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors("train.py", lambda: run(cfg))
+    run_reporting_errors(program_name(), lambda: run(cfg))
 
 
 def main() -> None:
-    run_hydra_main("train.py", hydra_main)  # Hydra's own errors (a group typo, ...) as one line too
+    exit_if_help(USAGE, sys.argv[1:])
+    run_hydra_main(
+        program_name(), hydra_main
+    )  # Hydra's own errors (a group typo, ...) as one line too

@@ -155,7 +155,7 @@ def test_collected_dataset_shows_in_inspect(tmp_path):
     assert collected.returncode == 0, collected.stderr[-2000:]
     report = tmp_path / "report"
     shown = subprocess.run(
-        [sys.executable, str(REPO / "datasets" / "inspect.py"), str(out), "--out", str(report)],
+        [sys.executable, str(REPO / "datasets" / "inspect.py"), f"path={out}", f"out={report}"],
         capture_output=True,
         text=True,
         timeout=300,
