@@ -309,7 +309,14 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from robopolicy.config.locate import conf_options
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=f"robots (--hardware, conf/hardware/): {', '.join(conf_options('hardware'))}; "
+        f"registered tasks (conf/task/, their env ids for --env-id): "
+        f"{', '.join(conf_options('task'))}",
+    )
     parser.add_argument("--robot", choices=["sim"], default="sim", help="the sim arm (--env-id)")
     parser.add_argument(
         "--hardware",
