@@ -34,6 +34,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from robopolicy.algos import bc
+from robopolicy.config.locate import conf_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "train_step.json"
@@ -92,7 +93,7 @@ def step_after(run: bc.BCRun, batches, seconds: dict) -> None:
 
 
 def build(dataset: Path, overrides: list[str], run_dir: Path) -> bc.BCRun:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(
             config_name="config", overrides=[f"task.dataset_path={dataset}", *COMMON, *overrides]
         )

@@ -62,6 +62,7 @@ from hardware.interfaces import Arm, ArmCommand, ArmState, Gripper, GripperComma
 from hardware.kinematics import franka_kinematics, ur5e_kinematics  # noqa: E402
 from hardware.limits import SafetyLimits, rotation_angle  # noqa: E402
 from hardware.safety import GripperGuard, SafetyLayer  # noqa: E402
+from robopolicy.config.locate import conf_dir  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "safety_fuzz.json"
 ARM_NAMES = ("panda", "ur5e", "franka")
@@ -116,7 +117,7 @@ def make_arms(names=ARM_NAMES) -> dict[str, FuzzArm]:
     for name in names:
         if name in real:
             fk, home = real[name]
-            config = OmegaConf.load(REPO / "conf" / "hardware" / f"{name}.yaml")
+            config = OmegaConf.load(conf_dir() / "hardware" / f"{name}.yaml")
             limits = SafetyLimits(**OmegaConf.to_container(config.safety.arm))
             arms[name] = FuzzArm(name, limits, fk, np.array(home), down)
     return arms

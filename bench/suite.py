@@ -77,6 +77,7 @@ for folder in (ROOT, BENCH):
 
 import suite_results  # noqa: E402
 from suite_recipes import (  # noqa: E402
+    CONF_DIR,
     CollectionRun,
     RecipeError,
     collection_plan,
@@ -88,7 +89,6 @@ from suite_recipes import (  # noqa: E402
     task_changes,
 )
 
-CONF_DIR = ROOT / "conf"
 RESULTS = BENCH / "results" / "suite.json"
 FIGURE = ROOT / "docs" / "figures" / "suite_success.png"
 

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robopolicy.config.locate import conf_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = conf_dir()
 EXCLUDED_TASK_KEYS = ("name", "dataset_path", "obs_keys")  # task.* keys never passed to collect
 
 

@@ -309,7 +309,14 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from robopolicy.config.locate import conf_options
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=f"robots (--hardware, conf/hardware/): {', '.join(conf_options('hardware'))}; "
+        f"registered tasks (conf/task/, their env ids for --env-id): "
+        f"{', '.join(conf_options('task'))}",
+    )
     parser.add_argument("--robot", choices=["sim"], default="sim", help="the sim arm (--env-id)")
     parser.add_argument(
         "--hardware",
@@ -379,14 +386,13 @@ def _sim_robot(args: argparse.Namespace):
 
 def _configured_robot(name: str):
     """The robot of ``conf/hardware/<name>.yaml``, composed with Hydra, arms behind SafetyLayer."""
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
 
-    import robopolicy.config  # noqa: F401  (registers the schemas conf/hardware/*.yaml select)
     from hardware.factory import make_robot
+    from robopolicy.config.locate import conf_dir  # (importing robopolicy.config registers the
+    #   schemas conf/hardware/*.yaml select)
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = conf_dir()
     if not (conf / "hardware" / f"{name}.yaml").exists():
         known = sorted(p.stem for p in (conf / "hardware").glob("*.yaml"))
         raise ValueError(f"no conf/hardware/{name}.yaml (known: {known})")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from robopolicy.config.locate import conf_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "push_cube"  # conf/experiment/push_cube.yaml: the data, the policy, the training
 N_WORKERS = 2  # collection worker processes (one env each)
@@ -62,7 +64,7 @@ def collect_commands(recipe: dict, dataset: Path) -> list[list[str]]:
 
 def main() -> None:
     started = time.perf_counter()
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / f"{RECIPE}.yaml"))
+    recipe = OmegaConf.to_container(OmegaConf.load(conf_dir() / "experiment" / f"{RECIPE}.yaml"))
     dataset = ROOT / recipe["task"]["dataset_path"]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = ROOT / "outputs" / "main" / stamp
@@ -74,7 +76,7 @@ def main() -> None:
         for command in collect_commands(recipe, incomplete):
             step("collect demonstrations", command)
         incomplete.rename(dataset)
-    step("inspect", ["datasets/inspect.py", str(dataset), "--out", str(run_dir / "inspect")])
+    step("inspect", ["datasets/inspect.py", f"path={dataset}", f"out={run_dir / 'inspect'}"])
     step(
         "train and evaluate",
         [

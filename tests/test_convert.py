@@ -334,23 +334,22 @@ def test_cli_converts_every_direction(tmp_path):
     write_robomimic_file(tmp_path / "lift.hdf5")
     write_diffusion_policy_store(tmp_path / "pusht.zarr")
     steps = [
-        ("robomimic-to-zarr", str(tmp_path / "lift.hdf5"), str(tmp_path / "lift.zarr.zip")),
-        ("zarr-to-robomimic", str(tmp_path / "lift.zarr.zip"), str(tmp_path / "back.hdf5")),
+        ("robomimic-to-zarr", tmp_path / "lift.hdf5", tmp_path / "lift.zarr.zip"),
+        ("zarr-to-robomimic", tmp_path / "lift.zarr.zip", tmp_path / "back.hdf5"),
         (
             "diffusion-policy-to-zarr",
-            str(tmp_path / "pusht.zarr"),
-            str(tmp_path / "ours.zarr"),
-            "--fps",
-            "10",
-            "--env-spec",
-            '{"id": "pusht"}',
+            tmp_path / "pusht.zarr",
+            tmp_path / "ours.zarr",
+            "fps=10",
+            "env_spec={id: pusht, kwargs: {}}",
         ),
     ]
-    for args in steps:
-        result = run_cli(*args)
+    for command, src, dst, *more in steps:
+        result = run_cli(command, f"src={src}", f"dst={dst}", *more)
         assert result.returncode == 0, result.stderr
-        assert Path(args[2]).exists()
+        assert dst.exists()
     assert snapshot(tmp_path / "lift.hdf5") == snapshot(tmp_path / "back.hdf5")
+    assert ReplayBuffer.open(tmp_path / "ours.zarr").env_spec == {"id": "pusht", "kwargs": {}}
 
 
 @pytest.mark.parametrize("case", ["missing", "not_zarr", "not_hdf5", "exists"])
@@ -359,13 +358,46 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, case):
     (tmp_path / "text.hdf5").write_text("not hdf5")
     write_dataset(tmp_path / "ours.zarr", n_episodes=1)
     args = {
-        "missing": ("robomimic-to-zarr", str(tmp_path / "nope.hdf5"), str(tmp_path / "o.zarr")),
-        "not_zarr": ("zarr-to-robomimic", str(tmp_path / "plain_dir"), str(tmp_path / "o.hdf5")),
-        "not_hdf5": ("robomimic-to-zarr", str(tmp_path / "text.hdf5"), str(tmp_path / "o.zarr")),
-        "exists": ("zarr-to-robomimic", str(tmp_path / "ours.zarr"), str(tmp_path / "text.hdf5")),
+        "missing": ("robomimic-to-zarr", tmp_path / "nope.hdf5", tmp_path / "o.zarr"),
+        "not_zarr": ("zarr-to-robomimic", tmp_path / "plain_dir", tmp_path / "o.hdf5"),
+        "not_hdf5": ("robomimic-to-zarr", tmp_path / "text.hdf5", tmp_path / "o.zarr"),
+        "exists": ("zarr-to-robomimic", tmp_path / "ours.zarr", tmp_path / "text.hdf5"),
     }[case]
+    command, src, dst = args
+    result = run_cli(command, f"src={src}", f"dst={dst}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert.py: error: dataset "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["robomimic-to-zarr", "src=a", "dst=b", "next_obs=true"], "next_obs=true: robomimic-"),
+        (["diffusion-policy-to-zarr", "src=a", "dst=b"], "fps=null: expected the demos' control"),
+        (["zarr-to-hdf5", "src=a", "dst=b"], "command=zarr-to-hdf5: expected one of robomimic-"),
+        (["robomimic-to-zarr", "src=a"], "dst=???: expected a value (set dst=...)"),
+        (["robomimic-to-zarr", "a", "b"], "a: expected KEY=VALUE arguments"),
+    ],
+)
+def test_cli_bad_arguments_name_the_key(args, line):
     result = run_cli(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: dataset "), result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"convert.py: error: {line}"), result.stderr
+
+
+def test_json_arguments_are_mappings_json_text_or_files(tmp_path):
+    from robopolicy.config import ConfigError
+    from robopolicy_cli.convert import json_object
+
+    (tmp_path / "spec.json").write_text('{"id": "pusht"}')
+    assert json_object("env_spec", {"id": "a"}) == {"id": "a"}
+    assert json_object("env_spec", '{"id": "b"}') == {"id": "b"}
+    assert json_object("env_spec", str(tmp_path / "spec.json")) == {"id": "pusht"}
+    assert json_object("env_spec", None) is None
+    with pytest.raises(ConfigError, match="env_spec=\\[1\\]: expected a JSON object"):
+        json_object("env_spec", "[1]")
+    with pytest.raises(ConfigError, match="shape_meta=nope: not a JSON object or .json file"):
+        json_object("shape_meta", "nope")

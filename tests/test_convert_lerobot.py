@@ -227,7 +227,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, expected):
     src = tmp_path / "nope" if case == "missing" else broken_copy(tmp_path, case)
-    result = run_cli("lerobot-to-zarr", str(src), str(tmp_path / "out.zarr"))
+    result = run_cli("lerobot-to-zarr", f"src={src}", f"dst={tmp_path / 'out.zarr'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: dataset "), result.stderr
@@ -243,10 +243,10 @@ def test_export_refuses_what_video_cannot_hold_before_writing(tmp_path):
         zarr_to_lerobot(tmp_path / "odd.zarr", tmp_path / "lr")
     assert not (tmp_path / "lr").exists()
     write_dataset(tmp_path / "ours.zarr", n_episodes=1)
-    result = run_cli("zarr-to-lerobot", str(tmp_path / "ours.zarr"), str(tmp_path / "lr2"))
+    result = run_cli("zarr-to-lerobot", f"src={tmp_path / 'ours.zarr'}", f"dst={tmp_path / 'lr2'}")
     assert result.returncode == 0, result.stderr
     assert "observation.images.cam: PSNR" in result.stdout
-    again = run_cli("zarr-to-lerobot", str(tmp_path / "ours.zarr"), str(tmp_path / "lr2"))
+    again = run_cli("zarr-to-lerobot", f"src={tmp_path / 'ours.zarr'}", f"dst={tmp_path / 'lr2'}")
     assert again.returncode == 2 and "already exists" in again.stderr
 
 

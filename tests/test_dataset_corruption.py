@@ -286,9 +286,9 @@ def _entry_point_cases() -> list[tuple[Fault, str]]:
 )
 def test_entry_points_refuse_with_one_line(bases, tmp_path, fault, kind):
     path = make_copy(fault, kind, bases, tmp_path)
-    done = _subprocess(["datasets/inspect.py", "--verify", str(path)], tmp_path)
+    done = _subprocess(["datasets/inspect.py", f"path={path}", "verify=true"], tmp_path)
     _one_line_error(done, path, "inspect.py")
-    done = _subprocess(["datasets/inspect.py", str(path), "--out", str(tmp_path / "o")], tmp_path)
+    done = _subprocess(["datasets/inspect.py", f"path={path}", f"out={tmp_path / 'o'}"], tmp_path)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     if done.returncode != 0:
         _one_line_error(done, path, "inspect.py")
@@ -310,5 +310,7 @@ def test_entry_points_refuse_with_one_line(bases, tmp_path, fault, kind):
 def test_traceback_variable_shows_the_stack(bases, tmp_path):
     fault = next(f for f in all_faults() if f.cls == "chunk_truncated")
     path = make_copy(fault, "dir", bases, tmp_path)
-    done = _subprocess(["datasets/inspect.py", "--verify", str(path)], tmp_path, traceback=True)
+    done = _subprocess(
+        ["datasets/inspect.py", f"path={path}", "verify=true"], tmp_path, traceback=True
+    )
     assert done.returncode != 0 and "Traceback" in done.stderr and "DatasetError" in done.stderr

@@ -35,9 +35,7 @@ def run_inspect(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_prints_summary_and_writes_grid_and_video(tmp_path):
     write_dataset(tmp_path / "demo.zarr", n_episodes=5)
-    result = run_inspect(
-        str(tmp_path / "demo.zarr"), "--episode", "2", "--out", str(tmp_path / "o")
-    )
+    result = run_inspect(f"path={tmp_path / 'demo.zarr'}", "episode=2", f"out={tmp_path / 'o'}")
     assert result.returncode == 0, result.stderr
     for expected in ("episodes", "test/Env-v0", "cam", "pos", "mode", "episode lengths"):
         assert expected in result.stdout
@@ -111,8 +109,35 @@ def test_bad_episode_is_refused(tmp_path):
 def test_cli_bad_path_is_one_line_with_status_2(tmp_path, case):
     (tmp_path / "plain").mkdir()
     target = tmp_path / ("nope.zarr" if case == "missing" else "plain")
-    result = run_inspect(str(target))
+    result = run_inspect(f"path={target}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"inspect.py: error: dataset {target}"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["PATH"], "inspect.py: error: PATH: expected KEY=VALUE arguments"),
+        (["path=x", "episodes=1"], "inspect.py: error: episodes=1: no such key; expected one of"),
+        (["path=x", "policy=difusion"], "inspect.py: error: policy=difusion: Could not find"),
+        (["path=x", "horizon=0"], "inspect.py: error: horizon=0: expected an integer >= 1"),
+        ([], "inspect.py: error: path=???: expected a value (set path=...)"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_with_status_2(args, line):
+    result = run_inspect(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), result.stderr
+
+
+def test_cli_chunking_defaults_to_the_policy_config(tmp_path):
+    write_dataset(tmp_path / "demo.zarr", n_episodes=2)
+    path, out = f"path={tmp_path / 'demo.zarr'}", f"out={tmp_path / 'o'}"
+    flow = run_inspect(path, "policy=flow", "policy.args.horizon=12", out)
+    given = run_inspect(path, "horizon=4", "n_obs_steps=1", "n_action_steps=2", out)
+    assert flow.returncode == 0 and given.returncode == 0, flow.stderr + given.stderr
+    assert "horizon 12, 2 obs steps, 8 executed actions" in " ".join(flow.stdout.split())
+    assert "horizon 4, 1 obs steps, 2 executed actions" in " ".join(given.stdout.split())

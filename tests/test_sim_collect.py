@@ -1,6 +1,5 @@
 """datasets/collect.py: writes successful expert episodes; bad configs fail with one clear error."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,10 +16,9 @@ COLLECT = REPO / "datasets" / "collect.py"
 
 
 def load_collect_module():
-    spec = importlib.util.spec_from_file_location("collect_script", COLLECT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import robopolicy_cli.collect
+
+    return robopolicy_cli.collect
 
 
 def compose_config(*overrides: str):
@@ -157,7 +155,7 @@ def test_collected_dataset_shows_in_inspect(tmp_path):
     assert collected.returncode == 0, collected.stderr[-2000:]
     report = tmp_path / "report"
     shown = subprocess.run(
-        [sys.executable, str(REPO / "datasets" / "inspect.py"), str(out), "--out", str(report)],
+        [sys.executable, str(REPO / "datasets" / "inspect.py"), f"path={out}", f"out={report}"],
         capture_output=True,
         text=True,
         timeout=300,

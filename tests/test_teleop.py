@@ -66,6 +66,32 @@ def test_spacemouse_without_device_says_what_is_missing():
         SpaceMouseTeleop()
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["device=joystick"], "device=joystick: expected one of keyboard, spacemouse"),
+        (["hardware=kuka"], "hardware=kuka: Could not find 'hardware/kuka'; expected one of"),
+        (["--out", "x"], "--out: expected KEY=VALUE arguments"),
+        (
+            ["task.env_kwargs.action_space=joint_pos"],
+            "task.env_kwargs.action_space=joint_pos: expected ee_delta",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line_with_status_2(args, line):
+    done = subprocess.run(
+        [sys.executable, "datasets/teleop.py", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"teleop.py: error: {line}"), done.stderr
+
+
 # ---- the journey ----------------------------------------------------------------------------
 
 
@@ -91,10 +117,8 @@ def test_teleop_on_the_sim_arm_records_a_dataset_that_trains(tmp_path):
     command = [
         sys.executable,
         "datasets/teleop.py",
-        "--out",
-        str(dataset),
-        "--speed",
-        "0.5",
+        f"out={dataset}",
+        "speed=0.5",
         "task.env_kwargs.obs_mode=state",
     ]
     process = subprocess.Popen(

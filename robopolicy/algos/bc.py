@@ -157,7 +157,8 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     if not Path(cfg.task.dataset_path).exists():
         raise DatasetError(
             cfg.task.dataset_path,
-            f"no dataset here; make one with: python datasets/collect.py task={cfg.task.name}",
+            f"no dataset here; make one with: robopolicy-collect task={cfg.task.name} (in the "
+            "repository: python datasets/collect.py)",
         )
     # every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
     # and header): one line

@@ -30,6 +30,9 @@ from omegaconf.errors import (
 from robopolicy.config.checks import ConfigError
 from robopolicy.utils.cli import run_reporting_errors
 
+# the programs' own configs (conf/<name>.yaml); an error in any other file names it
+PRIMARY_CONFIGS = ("config", "eval", "collect", "inspect", "convert", "teleop")
+
 # OmegaConf's conversion messages -> what the key expects
 _EXPECTED = (
     ("could not be converted to Integer", "expected an integer"),
@@ -98,7 +101,7 @@ def _first_line(text: str) -> str:
 def _missing_config(error: MissingConfigException) -> ConfigError:
     missing = error.missing_cfg_file or "?"
     parent = re.match(r"In '([^']+)': ", str(error))
-    nested = parent is not None and parent.group(1) not in ("config", "eval", "collect")
+    nested = parent is not None and parent.group(1) not in PRIMARY_CONFIGS
     nested = nested and not parent.group(1).startswith("hydra/")  # Hydra's own config groups
     where = f" (in conf/{parent.group(1)}.yaml)" if nested else ""
     if error.options is None:  # a config named by path, not a group option

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from robopolicy.config.algos import BCConfig, DSRLConfig
 from robopolicy.config.chain_ppo import DPPOConfig, ReinFlowConfig
 from robopolicy.config.collect import CollectConfig
+from robopolicy.config.dataset_tools import ConvertConfig, InspectConfig, TeleopRecordingConfig
 from robopolicy.config.evaluation import EvalConfig
 from robopolicy.config.hardware import RealRobotConfig, SimRobotConfig
 from robopolicy.config.policy import (
@@ -30,7 +31,14 @@ from robopolicy.config.policy import (
 from robopolicy.config.run import TrainConfig
 
 SCHEMAS = {
-    "schema": {"train": TrainConfig, "eval": EvalConfig, "collect": CollectConfig},
+    "schema": {
+        "train": TrainConfig,
+        "eval": EvalConfig,
+        "collect": CollectConfig,
+        "inspect": InspectConfig,
+        "convert": ConvertConfig,
+        "teleop": TeleopRecordingConfig,
+    },
     "schema/algo": {
         "bc": BCConfig,
         "dppo": DPPOConfig,

@@ -26,5 +26,6 @@ def run_reporting_errors(program: str, job: Callable[[], Any]) -> Any:
     except USER_ERRORS as error:
         if os.environ.get("ROBOPOLICY_TRACEBACK"):
             raise
-        print(f"{program}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split("\n"))  # one line, whatever the message holds
+        print(f"{program}: error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -128,7 +128,9 @@ def _plan_export(buffer: ReplayBuffer, renames: dict[str, str], drop: set[str]) 
         shape = tuple(buffer.data[key].shape[1:])
         if role == "depth":
             raise DatasetError(
-                buffer.path, "depth cannot go into a LeRobot video; --drop it", f"data/{key}"
+                buffer.path,
+                "depth cannot go into a LeRobot video; drop=[KEY] leaves it out",
+                f"data/{key}",
             )
         if role == "rgb" and (shape[2] != 3 or shape[0] % 2 or shape[1] % 2):
             raise DatasetError(

@@ -12,7 +12,7 @@ Default mapping (the same both ways, so an export imports back under the same na
     any other numeric feature           its LeRobot name, low_dim
 
 ``timestamp``, ``frame_index``, ``episode_index`` and ``index`` are LeRobot's bookkeeping and are
-rebuilt on export. ``renames`` (``{source key: destination key}``, from ``--rename SRC=DST``)
+rebuilt on export. ``renames`` (``{source key: destination key}``, from ``rename=["SRC=DST"]``)
 replaces the default for the keys it names: LeRobot names on import, ours on export. A feature
 listed in ``drop`` is skipped; a string feature must be (zarr stores numbers only).
 """
@@ -116,17 +116,17 @@ def plan_import(
         else:
             raise DatasetError(
                 info_path,
-                f"dtype {dtype!r} cannot be stored in zarr; skip it with --drop {key}",
+                f"dtype {dtype!r} cannot be stored in zarr; skip it with drop=[{key}]",
                 f"features.{key}",
             )
         if ours in taken or ours == TASK_INDEX:
             raise DatasetError(
-                info_path, f"maps to {ours!r} like {taken.get(ours, TASK_INDEX)}; --rename one", key
+                info_path, f"maps to {ours!r} like {taken.get(ours, TASK_INDEX)}; rename one", key
             )
         taken[ours] = key
     if "action" not in taken:
         raise DatasetError(
-            info_path, "no feature maps to our action (--rename KEY=action)", "features"
+            info_path, 'no feature maps to our action (rename=["KEY=action"])', "features"
         )
     return plan
 

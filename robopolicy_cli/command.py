@@ -1,0 +1,103 @@
+"""What every program shares: one command-line style, ``key=value`` arguments (Hydra overrides)
+composed over the program's config in conf/, its ``--help``, and its name in error lines.
+
+A bad argument ends the program with one line, ``<program>: error: <key>=<value>: <what is
+expected>``, and exit status 2 (robopolicy.config.errors, robopolicy.utils.cli).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from robopolicy.config import ConfigError
+from robopolicy.config.errors import run_hydra_main
+from robopolicy.config.locate import conf_dir, conf_options
+
+HELP_FLAGS = ("-h", "--help")
+HELP_WIDTH = 100  # columns --help wraps its text to
+HYDRA_NOTE = (  # what the Hydra programs (train, eval, collect) take beyond key=value
+    "Hydra's own options work too: --cfg job prints the composed config, --hydra-help lists "
+    "Hydra's, hydra.run.dir=DIR sets the run directory."
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What ``--help`` prints for a program."""
+
+    summary: str  # what the program does, one line
+    config: str  # its config, conf/<config>.yaml
+    schema: str  # where each of its keys is documented, with its type, default and meaning
+    examples: tuple[str, ...]  # command lines, after the program's name
+    groups: tuple[str, ...] = ()  # the config groups it selects from (GROUP=NAME), task aside;
+    #   "+experiment": one whose option is added (+GROUP=NAME)
+    arguments: str = "[KEY=VALUE ...]"  # the usage line's arguments
+    notes: tuple[str, ...] = ()  # lines after the examples
+
+    def text(self, program: str) -> str:
+        lines = [f"usage: {program} {self.arguments}", "", *_wrap(self.summary), "", "examples:"]
+        lines += [f"  {program} {example}" for example in self.examples]
+        lines += ["", "registered tasks (task=NAME, conf/task/):"]
+        lines += _wrap(", ".join(conf_options("task")), "  ")
+        for group in self.groups:  # "+experiment": a group whose option is added, not replaced
+            folder = group.lstrip("+")
+            options = ", ".join(conf_options(folder))
+            lines += _wrap(f"{group}=NAME (conf/{folder}/): {options}", hanging="  ")
+        lines += [""]
+        lines += _wrap(
+            f"Every key, its type, default and meaning: {self.schema}; the defaults it selects: "
+            f"conf/{self.config}.yaml, here {conf_dir() / self.config}.yaml."
+        )
+        for note in self.notes:
+            lines += _wrap(note)
+        return "\n".join(lines)
+
+
+def _wrap(text: str, indent: str = "", hanging: str | None = None) -> list[str]:
+    """``text`` in lines of HELP_WIDTH, the first indented by ``indent``, the others by
+    ``hanging`` (default: the same)."""
+    later = indent if hanging is None else hanging
+    return textwrap.wrap(text, HELP_WIDTH, initial_indent=indent, subsequent_indent=later)
+
+
+def program_name() -> str:
+    """The name the program was started by: ``robopolicy-train``, or ``train.py`` for
+    ``python train.py``, as argparse names a program."""
+    return os.path.basename(sys.argv[0])
+
+
+def exit_if_help(usage: Usage, argv: list[str]) -> None:
+    """Print ``usage`` and exit with status 0 when ``argv`` asks for help."""
+    if any(flag in argv for flag in HELP_FLAGS):
+        print(usage.text(program_name()))
+        sys.exit(0)
+
+
+def run_config_tool(
+    config: str, usage: Usage, argv: list[str] | None, job: Callable[[DictConfig], Any]
+) -> Any:
+    """A program whose config Hydra composes without a run directory of its own (the dataset
+    tools): ``conf/<config>.yaml`` with ``argv`` (default: the command line) as overrides,
+    passed to ``job``; Hydra's errors and the job's user errors end it in one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    exit_if_help(usage, argv)
+
+    def composed() -> Any:
+        for argument in argv:
+            if "=" not in argument:  # Hydra would report an unparsable override
+                raise ConfigError.line(
+                    f"{argument}: expected KEY=VALUE arguments: {program_name()} {usage.arguments}"
+                )
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name=config, overrides=argv)
+        return job(cfg)
+
+    return run_hydra_main(program_name(), composed)
