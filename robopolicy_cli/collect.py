@@ -22,12 +22,12 @@ import hydra
 import numpy as np
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from robopolicy.config import ConfigError, validate
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env
 from robopolicy.utils.cli import run_reporting_errors
+from robopolicy.utils.console import progress_bar
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
 
@@ -142,7 +142,9 @@ def collect(cfg: DictConfig) -> Path:
     with (
         writer,
         context.Pool(int(cfg.n_workers), init_worker, init_args) as pool,
-        tqdm(total=int(cfg.n_episodes), desc=f"collect {task['name']}", unit="ep") as progress,
+        progress_bar(
+            int(cfg.n_episodes), f"collect {task['name']}", cfg.progress, unit="ep"
+        ) as progress,
     ):
         pending: list[tuple[dict, dict]] = []  # kept episodes not yet in the dataset
         for episode in pool.imap(worker_episode, seeds):

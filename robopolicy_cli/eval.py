@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> dict:
         video_episodes=cfg.video_episodes,
         sampler_options=sampler,
         max_episode_steps=cfg.max_episode_steps,
+        progress=cfg.progress,
     )
     summary = {
         "checkpoint": str(cfg.checkpoint),

@@ -136,3 +136,9 @@ def test_observation_history_pads_with_the_first_frame():
     history.push({"x": np.array([[5.0], [6.0]])})
     stacked = history.stacked()["x"][..., 0]
     np.testing.assert_array_equal(stacked, [[1, 1, 5], [2, 2, 6]])
+
+
+def test_each_episode_end_is_reported_once_with_its_outcome():
+    ended = []
+    result = run_episodes(_envs(2), homing_policy, 5, 1, seed=3, on_episode_end=ended.append)
+    assert len(ended) == 5 and sum(ended) == int(result.success.sum())

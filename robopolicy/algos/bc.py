@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.normalizer import Normalizer
@@ -51,6 +50,7 @@ from robopolicy.training.rng import isolated_torch_rng, seed_everything
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
+from robopolicy.utils.console import progress_bar
 
 # algo.optimizer_impl -> torch.optim.AdamW's switches (robopolicy/config/algos.py says which is
 # fastest where)
@@ -108,13 +108,7 @@ def train_bc(
     batches = _endless(run.loader)
     seconds = {"wait": 0.0, "compute": 0.0}  # data wait and compute since the last log
     metrics: dict[str, Any] = {}
-    progress = tqdm(
-        total=algo.num_steps,
-        initial=step,
-        desc="train",
-        dynamic_ncols=True,
-        disable=not ranks.is_main,
-    )
+    progress = progress_bar(algo.num_steps, "train", cfg.progress and ranks.is_main, initial=step)
     stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
     run.policy.train()  # evaluation and validation use the EMA copy: the policy stays in train mode
@@ -163,7 +157,10 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     # and header): one line
     decode_up_to = cfg.data.preflight_decode_images_mb * 2**20
     verified = check_dataset(
-        cfg.task.dataset_path, images="presence", decode_images_up_to=decode_up_to
+        cfg.task.dataset_path,
+        images="presence",
+        decode_images_up_to=decode_up_to,
+        progress=cfg.progress,
     )
     print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)

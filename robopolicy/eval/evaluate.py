@@ -11,8 +11,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.eval.envs import check_policy_fits_env, make_vector_env, policy_act_fn
-from robopolicy.eval.rollout import RolloutResult, run_episodes
+from robopolicy.eval.rollout import EpisodeEnd, RolloutResult, run_episodes
 from robopolicy.policies.base import BasePolicy
+from robopolicy.utils.console import progress_bar
 from robopolicy.utils.stats import wilson_interval
 
 
@@ -27,8 +28,10 @@ def evaluate(
     video_episodes: int = 0,
     sampler_options: dict | None = None,
     max_episode_steps: int | None = None,
+    progress: bool = False,
 ) -> RolloutResult:
-    """Run ``n_episodes`` seeded episodes of ``policy`` (in eval mode) on ``env_id``."""
+    """Run ``n_episodes`` seeded episodes of ``policy`` (in eval mode) on ``env_id``; with
+    ``progress``, a bar on stderr counts the finished episodes and their successes."""
     envs = make_vector_env(
         env_id,
         env_kwargs,
@@ -37,6 +40,7 @@ def evaluate(
         render=video_episodes > 0,
         max_episode_steps=max_episode_steps,
     )
+    bar = progress_bar(n_episodes, "eval", progress, unit="ep", leave=False)
     try:
         check_policy_fits_env(
             policy.shape_meta, envs.single_observation_space, envs.single_action_space
@@ -44,10 +48,30 @@ def evaluate(
         policy.eval()
         act = policy_act_fn(policy, **(sampler_options or {}))
         return run_episodes(
-            envs, act, n_episodes, policy.n_obs_steps, seed=seed, record_videos=video_episodes
+            envs,
+            act,
+            n_episodes,
+            policy.n_obs_steps,
+            seed=seed,
+            record_videos=video_episodes,
+            on_episode_end=_counting(bar),
         )
     finally:
+        bar.close()
         envs.close()
+
+
+def _counting(bar) -> EpisodeEnd:
+    """An ``on_episode_end`` that advances ``bar`` and shows the successes so far."""
+    successes = 0
+
+    def episode_end(success: bool) -> None:
+        nonlocal successes
+        successes += success
+        bar.set_postfix(success=f"{successes}/{bar.n + 1}", refresh=False)
+        bar.update(1)
+
+    return episode_end
 
 
 def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
@@ -64,6 +88,7 @@ def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> Rol
         video_episodes=cfg.eval.video_episodes,
         sampler_options=OmegaConf.to_container(cfg.eval.sampler, resolve=True),
         max_episode_steps=cfg.task.get("max_episode_steps"),
+        progress=cfg.progress,
     )
 
 
