@@ -18,6 +18,10 @@ from typing import Any
 import imageio.v2 as imageio
 import numpy as np
 
+RATES = {"eval/success_rate"}  # metrics drawn on a fixed 0-1 axis
+INTERVALS = {"eval/success_rate": ("eval/success_low", "eval/success_high")}  # metric -> its
+#   logged interval's bounds, drawn as a band
+
 
 class RunLogger:
     def __init__(
@@ -110,31 +114,54 @@ class RunLogger:
         """One PNG per entry of ``curves`` (file stem -> metric names), metric against step."""
         if not self.enabled:
             return []
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         rows = self.read()
         written = []
         for stem, names in curves.items():
-            figure, axis = plt.subplots(figsize=(6, 4))
-            drawn = False
-            for name in names:
-                points = [(r["step"], r[name]) for r in rows if _finite(r.get(name))]
-                if points:
-                    steps, values = zip(*points, strict=True)
-                    axis.plot(steps, values, marker="o" if len(points) < 30 else None, label=name)
-                    drawn = True
-            if drawn:
-                axis.set_xlabel("step")
-                axis.legend()
-                axis.grid(alpha=0.3)
+            figure = self.figure(names, rows)
+            if figure.axes[0].lines:
                 path = self.run_dir / f"{stem}.png"
                 figure.savefig(path, dpi=100, bbox_inches="tight")
                 written.append(path)
             plt.close(figure)
         return written
+
+    def figure(self, names: list[str], rows: list[dict[str, Any]] | None = None):
+        """The matplotlib figure of ``names`` against step (from ``metrics.jsonl`` unless
+        ``rows`` are given): a rate on a fixed 0-1 axis, with its interval as a band where one is
+        logged (``INTERVALS``)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.read() if rows is None else rows
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for name in names:
+            points = [row for row in rows if _finite(row.get(name))]
+            if not points:
+                continue
+            steps = [row["step"] for row in points]
+            line = axis.plot(
+                steps,
+                [row[name] for row in points],
+                marker="o" if len(points) < 30 else None,
+                label=name,
+            )[0]
+            low, high = INTERVALS.get(name, (None, None))
+            if low and all(_finite(row.get(low)) and _finite(row.get(high)) for row in points):
+                lows, highs = [row[low] for row in points], [row[high] for row in points]
+                axis.fill_between(
+                    steps, lows, highs, color=line.get_color(), alpha=0.2, label="95% interval"
+                )
+            if name in RATES:
+                axis.set_ylim(0, 1)
+        if axis.lines:
+            axis.set_xlabel("step")
+            axis.legend()
+            axis.grid(alpha=0.3)
+        return figure
 
     def finish(self) -> None:
         if self._wandb is not None:
