@@ -90,13 +90,22 @@ def run(cfg: DictConfig) -> Path:
     result = evaluate_policy(policy, cfg, cfg.eval.n_episodes)
     summary = summarize(result)
     summary["checkpoint"] = str(checkpoint)
-    logger = RunLogger(run_dir, wandb_mode="disabled")
+    logger = RunLogger.for_run(cfg, run_dir)  # the training run's wandb run, continued
     videos = [
         logger.video(f"final_episode{i}", f, cfg.task.fps) for i, f in enumerate(result.videos)
     ]
     summary["videos"] = [str(path) for path in videos]
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
+    logger.summarize(
+        {
+            "final/success_rate": summary["success_rate"],
+            "final/success_low": low,
+            "final/success_high": high,
+            "final/n_episodes": summary["n_episodes"],
+        }
+    )
+    logger.finish()
     print(
         f"[train] final evaluation: {summary['successes']}/{summary['n_episodes']} successes = "
         f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}); results in {run_dir}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ class RunLogger:
         enabled: bool = True,
     ):
         """``wandb_mode``: "offline", "online" or "disabled". ``enabled=False`` (non-zero ranks of
-        a multi-process run) makes every call a no-op."""
+        a multi-process run) makes every call a no-op. Every logger of one run directory (the
+        training loop's, the final evaluation's, a resumed run's) writes to the same wandb run:
+        its id is kept in ``<run_dir>/wandb/run_id``."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -51,8 +54,17 @@ class RunLogger:
                 dir=str(self.run_dir),
                 mode=wandb_mode,
                 config=config,
+                id=self._wandb_id(),
                 resume="allow",
             )
+
+    def _wandb_id(self) -> str:
+        """The wandb run id of this run directory, made at its first logger."""
+        path = self.run_dir / "wandb" / "run_id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(uuid.uuid4().hex[:12])
+        return path.read_text().strip()
 
     @classmethod
     def for_run(cls, cfg: Any, run_dir: Path, enabled: bool = True) -> RunLogger:
@@ -77,6 +89,11 @@ class RunLogger:
             f.write(json.dumps({"step": step, **clean}) + "\n")
         if self._wandb is not None:
             self._wandb.log(clean, step=step)
+
+    def summarize(self, values: dict[str, Any]) -> None:
+        """Set the wandb run's summary values (the final evaluation's figures)."""
+        if self._wandb is not None:
+            self._wandb.summary.update({key: _plain(value) for key, value in values.items()})
 
     def rewind(self, step: int) -> int:
         """Forget the rows logged after ``step`` (a resumed run repeats those steps, so each step
@@ -124,6 +141,7 @@ class RunLogger:
                 path = self.run_dir / f"{stem}.png"
                 figure.savefig(path, dpi=100, bbox_inches="tight")
                 written.append(path)
+                self._send_image(f"plots/{stem}", path)
             plt.close(figure)
         return written
 
@@ -162,6 +180,12 @@ class RunLogger:
             axis.legend()
             axis.grid(alpha=0.3)
         return figure
+
+    def _send_image(self, name: str, path: Path) -> None:
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({name: wandb.Image(str(path))})
 
     def finish(self) -> None:
         if self._wandb is not None:
