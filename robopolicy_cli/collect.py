@@ -13,6 +13,7 @@ be re-rendered later. Config: conf/collect.yaml and conf/task/<name>.yaml.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,8 @@ from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.console import progress_bar
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
+
+log = logging.getLogger("collect")  # every message: the terminal and <run_dir>/collect.log
 
 
 def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
@@ -169,7 +172,7 @@ def collect(cfg: DictConfig) -> Path:
             f"only {written} of {cfg.n_episodes} episodes succeeded: more than max_failures="
             f"{cfg.max_failures} failed; {out} holds the {written} that did"
         )
-    print(f"wrote {written} episodes ({failed} failed attempts discarded) to {out}")
+    log.info(f"wrote {written} episodes ({failed} failed attempts discarded) to {out}")
     return out
 
 

@@ -20,6 +20,7 @@ observation and the action sent) into a zarr dataset.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -45,6 +46,9 @@ from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
 
+log = logging.getLogger("eval")  # every message: the terminal and <run_dir>/eval.log (Hydra)
+deploy_log = logging.getLogger("eval.deploy")
+
 SIM_ROBOT = "hardware.sim_robot.make_sim_robot"  # the sim arm's builder (conf/hardware/sim.yaml)
 
 
@@ -65,7 +69,7 @@ def run(cfg: DictConfig) -> dict:
         return deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir)
     # the env is built once here: a bad env_id or env kwarg stops the run before any episode
     check_env_config(env_id, env_kwargs, cfg.env_modules, cfg.max_episode_steps, key="")
-    print(f"[eval] {cfg.checkpoint} on {env_id}: {cfg.n_episodes} episodes, sampler {sampler}")
+    log.info(f"{cfg.checkpoint} on {env_id}: {cfg.n_episodes} episodes, sampler {sampler}")
     result = evaluate(
         policy,
         env_id,
@@ -94,13 +98,13 @@ def run(cfg: DictConfig) -> dict:
     summary["videos"] = [str(v) for v in videos]
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
-    print(
-        f"[eval] success {summary['successes']}/{summary['n_episodes']} = "
+    log.info(
+        f"success {summary['successes']}/{summary['n_episodes']} = "
         f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}), mean length "
         f"{summary['length_mean']:.1f}, modes {summary['mode_counts']}, inference "
         f"{summary['inference_ms_median']:.1f} ms median per chunk"
     )
-    print(f"[eval] results: {out_dir / 'results.json'}")
+    log.info(f"results: {out_dir / 'results.json'}")
     return summary
 
 
@@ -154,8 +158,8 @@ def deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir: Path) 
                 env_spec={"id": env_id, "kwargs": env_kwargs},
                 provenance=default_provenance(f"eval.py hardware deploy of {cfg.checkpoint}"),
             )
-        print(
-            f"[deploy] {cfg.checkpoint} on {env_id} via {where} at {fps:g} Hz: "
+        deploy_log.info(
+            f"{cfg.checkpoint} on {env_id} via {where} at {fps:g} Hz: "
             f"{cfg.n_episodes} episodes of up to {max_ticks} ticks"
         )
         episodes, latency = run_deploy_episodes(cfg, robot, runtime, int(max_ticks), recorder)
@@ -196,11 +200,11 @@ def deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir: Path) 
         for name, fig in summary["latency"].items()
         if fig["n"]
     )
-    print(
-        f"[deploy] success {successes}/{len(episodes)} = {summary['success_rate']:.1%} "
+    deploy_log.info(
+        f"success {successes}/{len(episodes)} = {summary['success_rate']:.1%} "
         f"(95% CI {low:.1%}-{high:.1%}); latency median/p99 ms: {figures}"
     )
-    print(f"[deploy] results: {out_dir / 'results.json'}")
+    deploy_log.info(f"results: {out_dir / 'results.json'}")
     return summary
 
 
@@ -227,7 +231,7 @@ def run_deploy_episodes(cfg, robot, runtime, max_ticks: int, recorder) -> tuple[
                 "stale_actions": result.stale_actions,
             }
         )
-        print(f"[deploy] episode {i}: {episodes[-1]}")
+        deploy_log.info(f"episode {i}: {episodes[-1]}")
         if recorder is not None and result.frames:
             sent = [key for key in SENT_KEYS if key in result.frames[0]]  # what reached the arm
             recorded = [*keys, *sent]
@@ -261,7 +265,7 @@ def start_server(hardware: dict, env_id: str, env_kwargs: dict, settings, out_di
         command += ["--camera-fps", str(hardware["camera_fps"])]
     if settings.token:
         command += ["--token", settings.token]
-    print(f"[deploy] starting the robot server: {' '.join(command)}")
+    deploy_log.info(f"starting the robot server: {' '.join(command)}")
     with open(out_dir / "server.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     return process, address

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -27,6 +28,8 @@ from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
+
+log = logging.getLogger("train")  # every message: the terminal and <run_dir>/train.log (Hydra)
 
 # algo.name -> "module:function"; each function is ``(cfg, run_dir, device, ranks) -> outcome``
 # with ``outcome["finished"]`` (False when stopped early by algo.stop_after) and
@@ -75,16 +78,16 @@ def run(cfg: DictConfig) -> Path:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     train = algorithm(cfg.algo.name)
-    print(f"[train] rank {ranks.rank}/{ranks.world_size}: run directory {run_dir}, device {device}")
+    log.info(f"rank {ranks.rank}/{ranks.world_size}: run directory {run_dir}, device {device}")
     outcome = train(cfg, run_dir, device, ranks)
     if ranks.enabled:
-        print(f"[train] rank {ranks.rank} final weights digest {outcome['weights_digest']}")
+        log.info(f"rank {ranks.rank} final weights digest {outcome['weights_digest']}")
         shutdown(ranks)
         if not ranks.is_main:
             return run_dir
     checkpoint = Path(outcome["checkpoint"])
     if not outcome["finished"]:
-        print(f"[train] stopped at step {outcome['step']}; continue with resume={checkpoint}")
+        log.info(f"stopped at step {outcome['step']}; continue with resume={checkpoint}")
         return run_dir
     policy, _ = load_policy(checkpoint, device=device)
     result = evaluate_policy(policy, cfg, cfg.eval.n_episodes)
@@ -106,8 +109,8 @@ def run(cfg: DictConfig) -> Path:
         }
     )
     logger.finish()
-    print(
-        f"[train] final evaluation: {summary['successes']}/{summary['n_episodes']} successes = "
+    log.info(
+        f"final evaluation: {summary['successes']}/{summary['n_episodes']} successes = "
         f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}); results in {run_dir}"
     )
     return run_dir

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import logging
+import logging.config
 import sys
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from robopolicy.data.verify import verify_dataset
 from robopolicy.eval.evaluate import _counting
 from robopolicy.utils.console import progress_bar
 from tests.data_helpers import write_dataset
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 class Terminal(io.StringIO):
@@ -51,3 +57,21 @@ def test_dataset_verification_shows_a_bar_over_its_arrays(monkeypatch, tmp_path)
     write_dataset(tmp_path / "d.zarr")
     assert verify_dataset(tmp_path / "d.zarr", progress=True).ok
     assert "verify" in terminal.getvalue() and "array" in terminal.getvalue()
+
+
+def test_run_messages_reach_the_terminal_and_the_run_log(tmp_path, capsys):
+    """conf/hydra/job_logging/robopolicy.yaml, as Hydra applies it: a program's logger writes
+    ``[train] message`` to stdout and a timestamped line to <run_dir>/<program>.log."""
+    settings = OmegaConf.load(CONF / "hydra" / "job_logging" / "robopolicy.yaml")
+    settings.handlers.file.filename = str(tmp_path / "train.log")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logging.config.dictConfig(OmegaConf.to_container(settings))
+    try:
+        logging.getLogger("train").info("dataset verified")
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    assert "[train] dataset verified" in capsys.readouterr().out
+    assert "[train][INFO] - dataset verified" in (tmp_path / "train.log").read_text()

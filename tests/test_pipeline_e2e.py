@@ -113,6 +113,7 @@ def test_train_writes_checkpoints_metrics_plots_videos(trained):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("val/loss" in m for m in metrics) and any("eval/success_rate" in m for m in metrics)
     assert (run_dir / "loss.png").stat().st_size > 0
+    assert "[train][INFO] - dataset verified" in (run_dir / "train.log").read_text()
     assert list((run_dir / "videos").glob("*.mp4"))
 
 

@@ -19,7 +19,7 @@ its statistics, the dataset's env spec and shape_meta, and the resolved config.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -51,6 +51,8 @@ from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
 from robopolicy.utils.console import progress_bar
+
+log = logging.getLogger("train")  # train.py's messages: the terminal and <run_dir>/train.log
 
 # algo.optimizer_impl -> torch.optim.AdamW's switches (robopolicy/config/algos.py says which is
 # fastest where)
@@ -99,7 +101,7 @@ def train_bc(
     if cfg.resume:
         step = int(run.state.restore(cfg.resume)["step"])
         run.logger.rewind(step)
-        print(f"[train] resumed from {cfg.resume} at step {step}")
+        log.info(f"resumed from {cfg.resume} at step {step}")
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cfg.amp and device.type == "cuda"
@@ -162,7 +164,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
         decode_images_up_to=decode_up_to,
         progress=cfg.progress,
     )
-    print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
+    log.info(f"dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)
     _report_image_path(dataset.sampler, cfg.data.decoded_cache_mb)
     _report_coverage(dataset.sampler)
@@ -286,7 +288,7 @@ def _report_image_path(sampler: SequenceSampler, cache_mb: int) -> None:
         path = (
             f"decoded per sample from compressed chunks ({size} > data.decoded_cache_mb={cache_mb})"
         )
-    print(f"[train] images {', '.join(sampler.image_keys)}: {path}")
+    log.info(f"images {', '.join(sampler.image_keys)}: {path}")
 
 
 COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as conditioning steps
@@ -295,17 +297,16 @@ COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as con
 def _report_coverage(sampler: SequenceSampler, last_k: int = 5) -> None:
     """Print which share of the training steps the policy is trained to act from."""
     coverage = sampler.coverage(last_k)
-    print(
-        f"[train] coverage: {coverage['steps']:.0%} of training steps serve as a conditioning "
+    log.info(
+        f"coverage: {coverage['steps']:.0%} of training steps serve as a conditioning "
         f"step ({coverage['last_k']:.0%} of each episode's last {last_k}; "
         f"data.end_padding={sampler.end_padding})"
     )
     if coverage["steps"] < COVERAGE_WARNING:
-        print(
-            f"[train] WARNING: only {coverage['steps']:.0%} of training steps serve as a "
+        log.warning(
+            f"WARNING: only {coverage['steps']:.0%} of training steps serve as a "
             "conditioning step: the policy never learns to act from the rest (often the end of "
-            "each episode); set data.end_padding=full",
-            file=sys.stderr,
+            "each episode); set data.end_padding=full"
         )
 
 
