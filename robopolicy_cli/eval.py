@@ -3,7 +3,7 @@ it on a robot: ``python eval.py checkpoint=PATH hardware=sim``.
 
 Loads the policy without executing pickle (safetensors), rebuilds the env recorded in the
 checkpoint (or the one given), runs ``n_episodes`` seeded episodes in parallel envs and writes
-``results.json`` (success rate with a 95% Wilson interval, return, episode length, per-mode counts,
+``eval.json`` (success rate with a 95% Wilson interval, return, episode length, per-mode counts,
 inference latency) and mp4 videos to the run directory. Sampling steps and sampler are chosen
 here, independently of training: ``sampler.num_steps=4 sampler.sampler=ddim``.
 
@@ -11,7 +11,7 @@ With ``hardware=<robot>`` (conf/hardware/) the policy instead drives a robot in 
 ``hardware.deploy.DeployRuntime``: the robot server runs in its own process (started here on
 loopback, or reached at ``hardware.address``), each episode starts with ``reset_episode(seed + i)``
 and lasts at most ``max_episode_steps`` policy ticks (null: the task's limit), success is the
-robot's ``task_info()``. ``results.json`` then holds the success rate with its Wilson interval,
+robot's ``task_info()``. ``eval.json`` then holds the success rate with its Wilson interval,
 the latency figures (median/p99 observation age, inference, command lateness, loop jitter) and
 the safety layer's counts; ``record=PATH`` also writes the deployed episodes (each tick's
 observation and the action sent) into a zarr dataset.
@@ -39,7 +39,7 @@ from robopolicy.config import validate
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.data.writer import DatasetWriter, default_provenance
 from robopolicy.eval.env_check import check_env_config
-from robopolicy.eval.evaluate import evaluate, summarize
+from robopolicy.eval.evaluate import EVAL_RESULTS, evaluate, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
@@ -96,15 +96,16 @@ def run(cfg: DictConfig) -> dict:
         logger.video(f"episode{i}", frames, fps=fps) for i, frames in enumerate(result.videos)
     ]
     summary["videos"] = [str(v) for v in videos]
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / EVAL_RESULTS).write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
+    modes = f", modes {summary['mode_counts']}" if "mode_counts" in summary else ""
     log.info(
         f"success {summary['successes']}/{summary['n_episodes']} = "
         f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}), mean length "
-        f"{summary['length_mean']:.1f}, modes {summary['mode_counts']}, inference "
+        f"{summary['length_mean']:.1f}{modes}, inference "
         f"{summary['inference_ms_median']:.1f} ms median per chunk"
     )
-    log.info(f"results: {out_dir / 'results.json'}")
+    log.info(f"results: {out_dir / EVAL_RESULTS}")
     return summary
 
 
@@ -189,11 +190,11 @@ def deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir: Path) 
         "length_mean": float(np.mean([episode["ticks"] for episode in episodes])),
         "latency": latency.summary(),
         "safety": safety,
-        "seeds": [cfg.seed, cfg.seed + len(episodes) - 1],
+        "seeds": [cfg.seed + i for i in range(len(episodes))],
         "record": None if cfg.record is None else str(cfg.record),
         "episodes": episodes,
     }
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / EVAL_RESULTS).write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
     figures = ", ".join(
         f"{name} {fig['median_ms']:.1f}/{fig['p99_ms']:.1f}"
@@ -204,7 +205,7 @@ def deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir: Path) 
         f"success {successes}/{len(episodes)} = {summary['success_rate']:.1%} "
         f"(95% CI {low:.1%}-{high:.1%}); latency median/p99 ms: {figures}"
     )
-    deploy_log.info(f"results: {out_dir / 'results.json'}")
+    deploy_log.info(f"results: {out_dir / EVAL_RESULTS}")
     return summary
 
 

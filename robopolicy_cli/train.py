@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from robopolicy.config import validate
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.eval.env_check import EnvConfigError, check_env_config
-from robopolicy.eval.evaluate import evaluate_policy, summarize
+from robopolicy.eval.evaluate import EVAL_RESULTS, evaluate_policy, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> Path:
         logger.video(f"final_episode{i}", f, cfg.task.fps) for i, f in enumerate(result.videos)
     ]
     summary["videos"] = [str(path) for path in videos]
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / EVAL_RESULTS).write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
     logger.summarize(
         {

@@ -16,6 +16,9 @@ from robopolicy.policies.base import BasePolicy
 from robopolicy.utils.console import progress_bar
 from robopolicy.utils.stats import wilson_interval
 
+EVAL_RESULTS = "eval.json"  # the evaluation results of a run directory (eval.py, train.py)
+NO_MODE = -1  # RolloutResult.modes where the env reports none
+
 
 def evaluate(
     policy: BasePolicy,
@@ -107,7 +110,8 @@ def success_metrics(result: RolloutResult) -> dict[str, float]:
 
 def summarize(result: RolloutResult) -> dict[str, Any]:
     """Success rate with its 95% Wilson interval, returns, lengths, per-mode counts, latency, and
-    the seeds of the failed episodes (to replay them: ``eval.py seed=S n_episodes=1``).
+    every episode's seed and those of the failed ones (to replay one: ``eval.py seed=S
+    n_episodes=1``). Modes only for tasks that have them.
 
     Latency is per policy call (one action chunk for every env at once); the first call is left
     out as warm-up when there are others.
@@ -116,20 +120,31 @@ def summarize(result: RolloutResult) -> dict[str, Any]:
     successes = int(result.success.sum())
     low, high = wilson_interval(successes, n)
     latency = np.asarray(result.inference_seconds[1:] or result.inference_seconds) * 1e3
-    modes = Counter(int(m) for m in result.modes)
-    return {
+    summary = {
         "n_episodes": n,
         "successes": successes,
         "success_rate": successes / n,
         "success_ci95": [low, high],
         "return_mean": float(result.returns.mean()),
         "length_mean": float(result.lengths.mean()),
+        **_mode_summary(result),
+        "inference_ms_median": float(np.median(latency)) if latency.size else None,
+        "inference_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
+        "seeds": [int(seed) for seed in result.seeds],
+        "failed_seeds": [int(seed) for seed in result.seeds[~result.success]],
+    }
+    return summary
+
+
+def _mode_summary(result: RolloutResult) -> dict[str, dict[str, int]]:
+    """Episodes and successes per mode, for tasks whose env reports one (``info["mode"]``);
+    nothing for the others."""
+    modes = Counter(int(m) for m in result.modes if m != NO_MODE)
+    if not modes:
+        return {}
+    return {
         "mode_counts": {str(mode): count for mode, count in sorted(modes.items())},
         "success_by_mode": {
             str(mode): int(result.success[result.modes == mode].sum()) for mode in sorted(modes)
         },
-        "inference_ms_median": float(np.median(latency)) if latency.size else None,
-        "inference_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
-        "seeds": [int(result.seeds[0]), int(result.seeds[-1])],
-        "failed_seeds": [int(seed) for seed in result.seeds[~result.success]],
     }

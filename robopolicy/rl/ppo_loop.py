@@ -307,14 +307,16 @@ def collect_rollout(
         obs = _rollout_step(learner, envs, obs, float(algo.step_reward), columns, stats)
     rollout = _to_rollout(learner, columns)
     episodes = stats["episodes"]
-    return rollout, {
+    metrics = {
         "env_steps": stats["env_steps"],
         "rollout/episodes": episodes,
-        "rollout/success_rate": stats["successes"] / episodes if episodes else float("nan"),
         "rollout/value_mean": float(rollout.values.mean()),
         "time/rollout_s": stats["rollout_s"],
         "time/inference_s": stats["inference_s"],
     }
+    if episodes:  # no rate (rather than NaN) when no episode ended in this rollout
+        metrics["rollout/success_rate"] = stats["successes"] / episodes
+    return rollout, metrics
 
 
 def _rollout_step(
