@@ -13,6 +13,7 @@ be re-rendered later. Config: conf/collect.yaml and conf/task/<name>.yaml.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 import sys
 from dataclasses import asdict
@@ -23,13 +24,13 @@ import hydra
 import numpy as np
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from robopolicy.config import ConfigError, validate
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env
 from robopolicy.utils.cli import run_reporting_errors
+from robopolicy.utils.console import progress_bar
 from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
@@ -47,6 +48,8 @@ USAGE = Usage(
     groups=(),
     notes=(HYDRA_NOTE,),
 )
+
+log = logging.getLogger("collect")  # every message: the terminal and <run_dir>/collect.log
 
 
 def check_config(cfg: DictConfig) -> tuple[dict, TeleopStyle, dict]:
@@ -159,7 +162,9 @@ def collect(cfg: DictConfig) -> Path:
     with (
         writer,
         context.Pool(int(cfg.n_workers), init_worker, init_args) as pool,
-        tqdm(total=int(cfg.n_episodes), desc=f"collect {task['name']}", unit="ep") as progress,
+        progress_bar(
+            int(cfg.n_episodes), f"collect {task['name']}", cfg.progress, unit="ep"
+        ) as progress,
     ):
         pending: list[tuple[dict, dict]] = []  # kept episodes not yet in the dataset
         for episode in pool.imap(worker_episode, seeds):
@@ -184,7 +189,7 @@ def collect(cfg: DictConfig) -> Path:
             f"only {written} of {cfg.n_episodes} episodes succeeded: more than max_failures="
             f"{cfg.max_failures} failed; {out} holds the {written} that did"
         )
-    print(f"wrote {written} episodes ({failed} failed attempts discarded) to {out}")
+    log.info(f"wrote {written} episodes ({failed} failed attempts discarded) to {out}")
     return out
 
 

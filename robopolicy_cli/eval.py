@@ -3,7 +3,7 @@ it on a robot: ``python eval.py checkpoint=PATH hardware=sim``.
 
 Loads the policy without executing pickle (safetensors), rebuilds the env recorded in the
 checkpoint (or the one given), runs ``n_episodes`` seeded episodes in parallel envs and writes
-``results.json`` (success rate with a 95% Wilson interval, return, episode length, per-mode counts,
+``eval.json`` (success rate with a 95% Wilson interval, return, episode length, per-mode counts,
 inference latency) and mp4 videos to the run directory. Sampling steps and sampler are chosen
 here, independently of training: ``sampler.num_steps=4 sampler.sampler=ddim``.
 
@@ -11,7 +11,7 @@ With ``hardware=<robot>`` (conf/hardware/) the policy instead drives a robot in 
 ``hardware.deploy.DeployRuntime``: the robot server runs in its own process (started here on
 loopback, or reached at ``hardware.address``), each episode starts with ``reset_episode(seed + i)``
 and lasts at most ``max_episode_steps`` policy ticks (null: the task's limit), success is the
-robot's ``task_info()``. ``results.json`` then holds the success rate with its Wilson interval,
+robot's ``task_info()``. ``eval.json`` then holds the success rate with its Wilson interval,
 the latency figures (median/p99 observation age, inference, command lateness, loop jitter) and
 the safety layer's counts; ``record=PATH`` also writes the deployed episodes (each tick's
 observation and the action sent) into a zarr dataset.
@@ -20,6 +20,7 @@ observation and the action sent) into a zarr dataset.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -39,13 +40,16 @@ from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir
 from robopolicy.data.writer import DatasetWriter, default_provenance
 from robopolicy.eval.env_check import check_env_config
-from robopolicy.eval.evaluate import evaluate, summarize
+from robopolicy.eval.evaluate import EVAL_RESULTS, evaluate, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
 from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
+
+log = logging.getLogger("eval")  # every message: the terminal and <run_dir>/eval.log (Hydra)
+deploy_log = logging.getLogger("eval.deploy")
 
 SIM_ROBOT = "hardware.sim_robot.make_sim_robot"  # the sim arm's builder (conf/hardware/sim.yaml)
 
@@ -83,7 +87,7 @@ def run(cfg: DictConfig) -> dict:
         return deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir)
     # the env is built once here: a bad env_id or env kwarg stops the run before any episode
     check_env_config(env_id, env_kwargs, cfg.env_modules, cfg.max_episode_steps, key="")
-    print(f"[eval] {cfg.checkpoint} on {env_id}: {cfg.n_episodes} episodes, sampler {sampler}")
+    log.info(f"{cfg.checkpoint} on {env_id}: {cfg.n_episodes} episodes, sampler {sampler}")
     result = evaluate(
         policy,
         env_id,
@@ -95,6 +99,7 @@ def run(cfg: DictConfig) -> dict:
         video_episodes=cfg.video_episodes,
         sampler_options=sampler,
         max_episode_steps=cfg.max_episode_steps,
+        progress=cfg.progress,
     )
     summary = {
         "checkpoint": str(cfg.checkpoint),
@@ -109,15 +114,16 @@ def run(cfg: DictConfig) -> dict:
         logger.video(f"episode{i}", frames, fps=fps) for i, frames in enumerate(result.videos)
     ]
     summary["videos"] = [str(v) for v in videos]
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / EVAL_RESULTS).write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
-    print(
-        f"[eval] success {summary['successes']}/{summary['n_episodes']} = "
+    modes = f", modes {summary['mode_counts']}" if "mode_counts" in summary else ""
+    log.info(
+        f"success {summary['successes']}/{summary['n_episodes']} = "
         f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}), mean length "
-        f"{summary['length_mean']:.1f}, modes {summary['mode_counts']}, inference "
+        f"{summary['length_mean']:.1f}{modes}, inference "
         f"{summary['inference_ms_median']:.1f} ms median per chunk"
     )
-    print(f"[eval] results: {out_dir / 'results.json'}")
+    log.info(f"results: {out_dir / EVAL_RESULTS}")
     return summary
 
 
@@ -171,8 +177,8 @@ def deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir: Path) 
                 env_spec={"id": env_id, "kwargs": env_kwargs},
                 provenance=default_provenance(f"eval.py hardware deploy of {cfg.checkpoint}"),
             )
-        print(
-            f"[deploy] {cfg.checkpoint} on {env_id} via {where} at {fps:g} Hz: "
+        deploy_log.info(
+            f"{cfg.checkpoint} on {env_id} via {where} at {fps:g} Hz: "
             f"{cfg.n_episodes} episodes of up to {max_ticks} ticks"
         )
         episodes, latency = run_deploy_episodes(cfg, robot, runtime, int(max_ticks), recorder)
@@ -202,22 +208,22 @@ def deploy(cfg, policy, checkpoint, env_id, env_kwargs, sampler, out_dir: Path) 
         "length_mean": float(np.mean([episode["ticks"] for episode in episodes])),
         "latency": latency.summary(),
         "safety": safety,
-        "seeds": [cfg.seed, cfg.seed + len(episodes) - 1],
+        "seeds": [cfg.seed + i for i in range(len(episodes))],
         "record": None if cfg.record is None else str(cfg.record),
         "episodes": episodes,
     }
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / EVAL_RESULTS).write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
     figures = ", ".join(
         f"{name} {fig['median_ms']:.1f}/{fig['p99_ms']:.1f}"
         for name, fig in summary["latency"].items()
         if fig["n"]
     )
-    print(
-        f"[deploy] success {successes}/{len(episodes)} = {summary['success_rate']:.1%} "
+    deploy_log.info(
+        f"success {successes}/{len(episodes)} = {summary['success_rate']:.1%} "
         f"(95% CI {low:.1%}-{high:.1%}); latency median/p99 ms: {figures}"
     )
-    print(f"[deploy] results: {out_dir / 'results.json'}")
+    deploy_log.info(f"results: {out_dir / EVAL_RESULTS}")
     return summary
 
 
@@ -244,7 +250,7 @@ def run_deploy_episodes(cfg, robot, runtime, max_ticks: int, recorder) -> tuple[
                 "stale_actions": result.stale_actions,
             }
         )
-        print(f"[deploy] episode {i}: {episodes[-1]}")
+        deploy_log.info(f"episode {i}: {episodes[-1]}")
         if recorder is not None and result.frames:
             sent = [key for key in SENT_KEYS if key in result.frames[0]]  # what reached the arm
             recorded = [*keys, *sent]
@@ -278,7 +284,7 @@ def start_server(hardware: dict, env_id: str, env_kwargs: dict, settings, out_di
         command += ["--camera-fps", str(hardware["camera_fps"])]
     if settings.token:
         command += ["--token", settings.token]
-    print(f"[deploy] starting the robot server: {' '.join(command)}")
+    deploy_log.info(f"starting the robot server: {' '.join(command)}")
     with open(out_dir / "server.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     return process, address

@@ -67,7 +67,7 @@ def run(composed: DictConfig) -> int:
 
 def verify(path: str) -> int:
     """Print every problem of the dataset at ``path``, one line each, and a summary line."""
-    report = verify_dataset(path, images="full")
+    report = verify_dataset(path, images="full", progress=True)  # drawn on a terminal only
     for problem in report.problems:
         print(f"problem: {problem}", flush=True)
     print(f"verified {path} in {report.seconds:.1f} s: {report.summary()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -23,13 +24,15 @@ from robopolicy.config import validate
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, check_env_config
-from robopolicy.eval.evaluate import evaluate_policy, summarize
+from robopolicy.eval.evaluate import EVAL_RESULTS, evaluate_policy, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
 from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
+
+log = logging.getLogger("train")  # every message: the terminal and <run_dir>/train.log (Hydra)
 
 # algo.name -> "module:function"; each function is ``(cfg, run_dir, device, ranks) -> outcome``
 # with ``outcome["finished"]`` (False when stopped early by algo.stop_after) and
@@ -96,30 +99,39 @@ def run(cfg: DictConfig) -> Path:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     train = algorithm(cfg.algo.name)
-    print(f"[train] rank {ranks.rank}/{ranks.world_size}: run directory {run_dir}, device {device}")
+    log.info(f"rank {ranks.rank}/{ranks.world_size}: run directory {run_dir}, device {device}")
     outcome = train(cfg, run_dir, device, ranks)
     if ranks.enabled:
-        print(f"[train] rank {ranks.rank} final weights digest {outcome['weights_digest']}")
+        log.info(f"rank {ranks.rank} final weights digest {outcome['weights_digest']}")
         shutdown(ranks)
         if not ranks.is_main:
             return run_dir
     checkpoint = Path(outcome["checkpoint"])
     if not outcome["finished"]:
-        print(f"[train] stopped at step {outcome['step']}; continue with resume={checkpoint}")
+        log.info(f"stopped at step {outcome['step']}; continue with resume={checkpoint}")
         return run_dir
     policy, _ = load_policy(checkpoint, device=device)
     result = evaluate_policy(policy, cfg, cfg.eval.n_episodes)
     summary = summarize(result)
     summary["checkpoint"] = str(checkpoint)
-    logger = RunLogger(run_dir, wandb_mode="disabled")
+    logger = RunLogger.for_run(cfg, run_dir)  # the training run's wandb run, continued
     videos = [
         logger.video(f"final_episode{i}", f, cfg.task.fps) for i, f in enumerate(result.videos)
     ]
     summary["videos"] = [str(path) for path in videos]
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / EVAL_RESULTS).write_text(json.dumps(summary, indent=2))
     low, high = summary["success_ci95"]
-    print(
-        f"[train] final evaluation: {summary['successes']}/{summary['n_episodes']} successes = "
+    logger.summarize(
+        {
+            "final/success_rate": summary["success_rate"],
+            "final/success_low": low,
+            "final/success_high": high,
+            "final/n_episodes": summary["n_episodes"],
+        }
+    )
+    logger.finish()
+    log.info(
+        f"final evaluation: {summary['successes']}/{summary['n_episodes']} successes = "
         f"{summary['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}); results in {run_dir}"
     )
     return run_dir

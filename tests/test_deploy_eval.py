@@ -109,7 +109,7 @@ def test_eval_deploys_through_the_robot_server_and_records(tmp_path, runtime):
         f"sampler.runtime={runtime}",
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert results["n_episodes"] == 2 and results["seeds"] == [7, 8]
     assert results["sampler"]["runtime"] == runtime
     assert len(list(tmp_path.glob("robopolicy-onnx/*.onnx"))) == (runtime == "onnx")
@@ -169,7 +169,7 @@ def test_eval_through_the_onnx_runtime_plays_the_eager_episodes(tmp_path):
         "sampler.runtime=onnx",
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert results["n_episodes"] == 2 and results["sampler"]["runtime"] == "onnx"
     assert len(list(tmp_path.glob("robopolicy-onnx/*.onnx"))) == 1
     # the same seeded episodes, eager, in this process: the same outcomes

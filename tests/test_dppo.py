@@ -434,3 +434,17 @@ def test_short_dppo_run_raises_pushcube_success_by_fifteen_points(tmp_path, push
     tuned_success = json.loads((rl_dir / "eval.json").read_text())["success_rate"]
     assert base_success < 0.8, base_success  # room for the margin
     assert tuned_success >= base_success + 0.15, (base_success, tuned_success)
+
+
+@pytest.mark.slow
+def test_a_rollout_where_no_episode_ends_logs_no_success_rate(tmp_path):
+    base = make_base(pushcube_shape_meta())
+    checkpoint = save_checkpoint(
+        tmp_path / "base.safetensors", {"policy": policy_record(base, base.state_dict())}
+    )
+    cfg = rl_config(checkpoint, "algo.n_steps=1", "algo.n_iterations=1")
+    train_dppo(cfg, tmp_path / "run", "cpu")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    rollouts = [row for row in rows if "rollout/episodes" in row]
+    assert rollouts and all(row["rollout/episodes"] == 0 for row in rollouts)
+    assert not any("rollout/success_rate" in row for row in rows)

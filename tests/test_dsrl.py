@@ -370,7 +370,7 @@ def test_dsrl_steers_a_two_mode_base_to_the_required_side(tmp_path, around_obsta
         *evaluation,
         f"hydra.run.dir={tmp_path / 'base_left'}",
     )
-    base = json.loads((tmp_path / "base_left" / "results.json").read_text())
+    base = json.loads((tmp_path / "base_left" / "eval.json").read_text())
     _run_script(
         "train.py",
         "algo=dsrl",

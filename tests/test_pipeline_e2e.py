@@ -113,6 +113,7 @@ def test_train_writes_checkpoints_metrics_plots_videos(trained):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("val/loss" in m for m in metrics) and any("eval/success_rate" in m for m in metrics)
     assert (run_dir / "loss.png").stat().st_size > 0
+    assert "[train][INFO] - dataset verified" in (run_dir / "train.log").read_text()
     assert list((run_dir / "videos").glob("*.mp4"))
 
 
@@ -131,7 +132,7 @@ def test_eval_reports_success_with_interval_and_latency(trained):
         f"hydra.run.dir={out}",
     )
     assert "95% CI" in completed.stdout
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "eval.json").read_text())
     assert results["n_episodes"] == 3 and results["sampler"]["num_steps"] == 2
     # the episodes eval.py reports are the ones rolled out here from the same seeds
     result = _rerun_here(checkpoint, 3, results["seeds"][0], results["sampler"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -136,3 +138,18 @@ def test_observation_history_pads_with_the_first_frame():
     history.push({"x": np.array([[5.0], [6.0]])})
     stacked = history.stacked()["x"][..., 0]
     np.testing.assert_array_equal(stacked, [[1, 1, 5], [2, 2, 6]])
+
+
+def test_each_episode_end_is_reported_once_with_its_outcome():
+    ended = []
+    result = run_episodes(_envs(2), homing_policy, 5, 1, seed=3, on_episode_end=ended.append)
+    assert len(ended) == 5 and sum(ended) == int(result.success.sum())
+
+
+def test_summary_lists_every_seed_and_modes_only_where_the_env_reports_them():
+    with_modes = run_episodes(_envs(2), homing_policy, 3, 1, seed=5)
+    summary = summarize(with_modes)
+    assert summary["seeds"] == [5, 6, 7]
+    assert sum(summary["mode_counts"].values()) == 3 and "-1" not in summary["mode_counts"]
+    without = dataclasses.replace(with_modes, modes=np.full(3, -1))
+    assert "mode_counts" not in summarize(without) and "success_by_mode" not in summarize(without)

@@ -19,7 +19,7 @@ its statistics, the dataset's env spec and shape_meta, and the resolved config.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.normalizer import Normalizer
@@ -51,6 +50,9 @@ from robopolicy.training.rng import isolated_torch_rng, seed_everything
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import RunState, StateOf, run_facts
 from robopolicy.training.top_k import TopKCheckpoints
+from robopolicy.utils.console import progress_bar
+
+log = logging.getLogger("train")  # train.py's messages: the terminal and <run_dir>/train.log
 
 # algo.optimizer_impl -> torch.optim.AdamW's switches (robopolicy/config/algos.py says which is
 # fastest where)
@@ -99,7 +101,7 @@ def train_bc(
     if cfg.resume:
         step = int(run.state.restore(cfg.resume)["step"])
         run.logger.rewind(step)
-        print(f"[train] resumed from {cfg.resume} at step {step}")
+        log.info(f"resumed from {cfg.resume} at step {step}")
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cfg.amp and device.type == "cuda"
@@ -108,13 +110,7 @@ def train_bc(
     batches = _endless(run.loader)
     seconds = {"wait": 0.0, "compute": 0.0}  # data wait and compute since the last log
     metrics: dict[str, Any] = {}
-    progress = tqdm(
-        total=algo.num_steps,
-        initial=step,
-        desc="train",
-        dynamic_ncols=True,
-        disable=not ranks.is_main,
-    )
+    progress = progress_bar(algo.num_steps, "train", cfg.progress and ranks.is_main, initial=step)
     stop_at = algo.num_steps if algo.stop_after is None else min(algo.num_steps, algo.stop_after)
     checkpoint = run_dir / "checkpoints" / "latest.safetensors"
     run.policy.train()  # evaluation and validation use the EMA copy: the policy stays in train mode
@@ -164,9 +160,12 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     # and header): one line
     decode_up_to = cfg.data.preflight_decode_images_mb * 2**20
     verified = check_dataset(
-        cfg.task.dataset_path, images="presence", decode_images_up_to=decode_up_to
+        cfg.task.dataset_path,
+        images="presence",
+        decode_images_up_to=decode_up_to,
+        progress=cfg.progress,
     )
-    print(f"[train] dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
+    log.info(f"dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
     dataset = _open_dataset(cfg)
     _report_image_path(dataset.sampler, cfg.data.decoded_cache_mb)
     _report_coverage(dataset.sampler)
@@ -290,7 +289,7 @@ def _report_image_path(sampler: SequenceSampler, cache_mb: int) -> None:
         path = (
             f"decoded per sample from compressed chunks ({size} > data.decoded_cache_mb={cache_mb})"
         )
-    print(f"[train] images {', '.join(sampler.image_keys)}: {path}")
+    log.info(f"images {', '.join(sampler.image_keys)}: {path}")
 
 
 COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as conditioning steps
@@ -299,17 +298,16 @@ COVERAGE_WARNING = 0.95  # warn when fewer training steps than this serve as con
 def _report_coverage(sampler: SequenceSampler, last_k: int = 5) -> None:
     """Print which share of the training steps the policy is trained to act from."""
     coverage = sampler.coverage(last_k)
-    print(
-        f"[train] coverage: {coverage['steps']:.0%} of training steps serve as a conditioning "
+    log.info(
+        f"coverage: {coverage['steps']:.0%} of training steps serve as a conditioning "
         f"step ({coverage['last_k']:.0%} of each episode's last {last_k}; "
         f"data.end_padding={sampler.end_padding})"
     )
     if coverage["steps"] < COVERAGE_WARNING:
-        print(
-            f"[train] WARNING: only {coverage['steps']:.0%} of training steps serve as a "
+        log.warning(
+            f"WARNING: only {coverage['steps']:.0%} of training steps serve as a "
             "conditioning step: the policy never learns to act from the rest (often the end of "
-            "each episode); set data.end_padding=full",
-            file=sys.stderr,
+            "each episode); set data.end_padding=full"
         )
 
 

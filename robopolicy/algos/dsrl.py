@@ -49,6 +49,7 @@ so far stay in the buffer, the rest is never played).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,8 @@ COUNTERS = (
     "update_credit",
     "distill_credit",
 )
+
+log = logging.getLogger("train.dsrl")  # under train.py's logger: its terminal and train.log
 
 
 @dataclass
@@ -177,7 +180,7 @@ def train_dsrl(
     state = _run_state(cfg, learner, counters, env_spec, resume)
     if resume is not None:
         state.restore_from(resume, cfg.resume)
-        print(f"[dsrl] resumed from {cfg.resume} at {int(counters['env_steps'])} env steps")
+        log.info(f"resumed from {cfg.resume} at {int(counters['env_steps'])} env steps")
     logger = RunLogger.for_run(cfg, run_dir)
     logger.rewind(int(counters["env_steps"]))
     metrics: dict[str, Any] = {}
@@ -322,8 +325,8 @@ def _evaluate(steered: SteeredPolicy, cfg: DictConfig, counters: Counters, logge
     for i, frames in enumerate(result.videos):
         logger.video(f"env{step:08d}_episode{i}", frames, fps=cfg.task.fps, step=step)
     low, high = evaluation["eval/success_low"], evaluation["eval/success_high"]
-    print(
-        f"[dsrl] {step} env steps: eval success {int(result.success.sum())}/"
+    log.info(
+        f"{step} env steps: eval success {int(result.success.sum())}/"
         f"{len(result.success)} ({low:.0%}-{high:.0%}), {counters['wall_s']:.0f} s"
     )
     return evaluation
@@ -335,8 +338,8 @@ def _log_noise_spread(steered: SteeredPolicy, obs: dict, seed: int, logger) -> N
     # its own generator: the diagnostic leaves the training RNG stream untouched
     spread = steered.noise_action_spread(cond, generator=torch.Generator().manual_seed(seed))
     logger.log({"env_steps": 0, "dsrl/noise_action_spread": spread}, 0)
-    print(
-        f"[dsrl] the base's executed actions vary with its noise by {spread:.3f} (std, "
+    log.info(
+        f"the base's executed actions vary with its noise by {spread:.3f} (std, "
         "normalised units): what the noise actor can steer (docs/rl.md)"
     )
 

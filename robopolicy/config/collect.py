@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from omegaconf import II, MISSING
 
 from robopolicy.config.checks import ConfigError, at_least, in_range, non_negative, require
+from robopolicy.config.console import ConsoleOptions
 from robopolicy.config.run import TaskConfig, check_file
 
 
@@ -47,7 +48,7 @@ class TeleopConfig:
 
 
 @dataclass
-class CollectConfig:
+class CollectConfig(ConsoleOptions):
     """datasets/collect.py: scripted-expert demonstrations -> a zarr dataset."""
 
     task: TaskConfig = MISSING  # conf/task/<name>.yaml: its env, expert, fps, dataset path

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from robopolicy.config.checks import ConfigError, at_least, non_negative, positive, require
+from robopolicy.config.console import ConsoleOptions
 from robopolicy.config.run import SamplerOptions, check_file, check_runtime
 
 
@@ -46,7 +47,7 @@ class DeployConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConsoleOptions):
     """eval.py: closed-loop evaluation of a checkpoint, or a deploy run (conf/eval.yaml)."""
 
     checkpoint: str = MISSING  # path to a .safetensors checkpoint written by train.py

@@ -23,6 +23,7 @@ from robopolicy.config.checks import (
     one_of,
     require,
 )
+from robopolicy.config.console import ConsoleOptions
 from robopolicy.config.policy import (
     AUTOCAST_DTYPES,
     DIFFUSION_SAMPLERS,
@@ -187,7 +188,7 @@ class LoggerConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConsoleOptions):
     """train.py: behaviour cloning, or RL fine-tuning of a trained policy (conf/config.yaml)."""
 
     task: TaskConfig = MISSING  # conf/task/<name>.yaml

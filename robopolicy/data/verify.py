@@ -53,6 +53,7 @@ from robopolicy.data.integrity import (
     read_layout,
 )
 from robopolicy.data.reader import ReplayBuffer, attribute_problems
+from robopolicy.utils.console import progress_bar
 
 IMAGE_MODES = ("full", "presence")
 IMAGE_TYPES = ("rgb", "depth")
@@ -85,11 +86,16 @@ class VerifyReport:
 
 
 def verify_dataset(
-    path: str | os.PathLike, *, images: str = "full", decode_images_up_to: int = 0
+    path: str | os.PathLike,
+    *,
+    images: str = "full",
+    decode_images_up_to: int = 0,
+    progress: bool = False,
 ) -> VerifyReport:
     """Check the dataset at ``path`` (see the module docstring); never raises for bad data.
     With ``images="presence"``, images are decoded all the same when all of them together are
-    at most ``decode_images_up_to`` bytes uncompressed."""
+    at most ``decode_images_up_to`` bytes uncompressed. ``progress``: a bar on stderr over the
+    arrays checked."""
     if images not in IMAGE_MODES:
         raise ValueError(f"images={images!r}: expected one of {IMAGE_MODES}")
     start = time.perf_counter()
@@ -100,17 +106,16 @@ def verify_dataset(
         report.problems.append(Problem(error.key or "store", error.problem))
     else:
         with raw:
-            _verify(raw, report, decode_images_up_to)
+            _verify(raw, report, decode_images_up_to, progress)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def check_dataset(
-    path: str | os.PathLike, *, images: str = "full", decode_images_up_to: int = 0
-) -> VerifyReport:
-    """``verify_dataset``, raising one ``DatasetError`` (the first problem, the count of the
-    others) unless the dataset passes; returns the report when it does."""
-    report = verify_dataset(path, images=images, decode_images_up_to=decode_images_up_to)
+def check_dataset(path: str | os.PathLike, **options) -> VerifyReport:
+    """``verify_dataset`` (with its keyword ``options``), raising one ``DatasetError`` (the first
+    problem, the count of the others) unless the dataset passes; returns the report when it
+    does."""
+    report = verify_dataset(path, **options)
     if not report.ok:
         first, more = report.problems[0], len(report.problems) - 1
         others = (
@@ -120,7 +125,7 @@ def check_dataset(
     return report
 
 
-def _verify(raw: RawStore, report: VerifyReport, decode_images_up_to: int) -> None:
+def _verify(raw: RawStore, report: VerifyReport, decode_images_up_to: int, progress: bool) -> None:
     layout = read_layout(raw)
     report.problems += layout.problems
     if layout.zarr_format == 3:
@@ -136,7 +141,9 @@ def _verify(raw: RawStore, report: VerifyReport, decode_images_up_to: int) -> No
     )
     decode_images = report.images == "full" or image_bytes <= decode_images_up_to
     value_problems = []
+    bar = progress_bar(len(layout.arrays), "verify", progress, unit="array", leave=False)
     for key, meta in layout.arrays.items():
+        bar.set_postfix_str(key, refresh=False)
         decode = decode_images or key not in images
         values = _ValueCheck(key, meta, buffer) if decode and meta.dtype.kind in "fb" else None
         problems, checked = check_chunks(raw, key, meta, _rows(key, meta, buffer), decode, values)
@@ -145,6 +152,8 @@ def _verify(raw: RawStore, report: VerifyReport, decode_images_up_to: int) -> No
         report.chunks += checked
         report.decoded += checked if decode else 0
         value_problems += values.problems() if values is not None else []
+        bar.update(1)
+    bar.close()
     root_attrs = layout.attrs.get("")
     native = root_attrs is not None and root_attrs.get("format") == FORMAT_NAME
     if root_attrs is not None:

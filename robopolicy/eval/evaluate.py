@@ -11,9 +11,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.eval.envs import check_policy_fits_env, make_vector_env, policy_act_fn
-from robopolicy.eval.rollout import RolloutResult, run_episodes
+from robopolicy.eval.rollout import EpisodeEnd, RolloutResult, run_episodes
 from robopolicy.policies.base import BasePolicy
+from robopolicy.utils.console import progress_bar
 from robopolicy.utils.stats import wilson_interval
+
+EVAL_RESULTS = "eval.json"  # the evaluation results of a run directory (eval.py, train.py)
+NO_MODE = -1  # RolloutResult.modes where the env reports none
 
 
 def evaluate(
@@ -27,8 +31,10 @@ def evaluate(
     video_episodes: int = 0,
     sampler_options: dict | None = None,
     max_episode_steps: int | None = None,
+    progress: bool = False,
 ) -> RolloutResult:
-    """Run ``n_episodes`` seeded episodes of ``policy`` (in eval mode) on ``env_id``."""
+    """Run ``n_episodes`` seeded episodes of ``policy`` (in eval mode) on ``env_id``; with
+    ``progress``, a bar on stderr counts the finished episodes and their successes."""
     envs = make_vector_env(
         env_id,
         env_kwargs,
@@ -37,6 +43,7 @@ def evaluate(
         render=video_episodes > 0,
         max_episode_steps=max_episode_steps,
     )
+    bar = progress_bar(n_episodes, "eval", progress, unit="ep", leave=False)
     try:
         check_policy_fits_env(
             policy.shape_meta, envs.single_observation_space, envs.single_action_space
@@ -44,10 +51,30 @@ def evaluate(
         policy.eval()
         act = policy_act_fn(policy, **(sampler_options or {}))
         return run_episodes(
-            envs, act, n_episodes, policy.n_obs_steps, seed=seed, record_videos=video_episodes
+            envs,
+            act,
+            n_episodes,
+            policy.n_obs_steps,
+            seed=seed,
+            record_videos=video_episodes,
+            on_episode_end=_counting(bar),
         )
     finally:
+        bar.close()
         envs.close()
+
+
+def _counting(bar) -> EpisodeEnd:
+    """An ``on_episode_end`` that advances ``bar`` and shows the successes so far."""
+    successes = 0
+
+    def episode_end(success: bool) -> None:
+        nonlocal successes
+        successes += success
+        bar.set_postfix(success=f"{successes}/{bar.n + 1}", refresh=False)
+        bar.update(1)
+
+    return episode_end
 
 
 def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> RolloutResult:
@@ -64,6 +91,7 @@ def evaluate_policy(policy: BasePolicy, cfg: DictConfig, n_episodes: int) -> Rol
         video_episodes=cfg.eval.video_episodes,
         sampler_options=OmegaConf.to_container(cfg.eval.sampler, resolve=True),
         max_episode_steps=cfg.task.get("max_episode_steps"),
+        progress=cfg.progress,
     )
 
 
@@ -82,7 +110,8 @@ def success_metrics(result: RolloutResult) -> dict[str, float]:
 
 def summarize(result: RolloutResult) -> dict[str, Any]:
     """Success rate with its 95% Wilson interval, returns, lengths, per-mode counts, latency, and
-    the seeds of the failed episodes (to replay them: ``eval.py seed=S n_episodes=1``).
+    every episode's seed and those of the failed ones (to replay one: ``eval.py seed=S
+    n_episodes=1``). Modes only for tasks that have them.
 
     Latency is per policy call (one action chunk for every env at once); the first call is left
     out as warm-up when there are others.
@@ -91,20 +120,31 @@ def summarize(result: RolloutResult) -> dict[str, Any]:
     successes = int(result.success.sum())
     low, high = wilson_interval(successes, n)
     latency = np.asarray(result.inference_seconds[1:] or result.inference_seconds) * 1e3
-    modes = Counter(int(m) for m in result.modes)
-    return {
+    summary = {
         "n_episodes": n,
         "successes": successes,
         "success_rate": successes / n,
         "success_ci95": [low, high],
         "return_mean": float(result.returns.mean()),
         "length_mean": float(result.lengths.mean()),
+        **_mode_summary(result),
+        "inference_ms_median": float(np.median(latency)) if latency.size else None,
+        "inference_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
+        "seeds": [int(seed) for seed in result.seeds],
+        "failed_seeds": [int(seed) for seed in result.seeds[~result.success]],
+    }
+    return summary
+
+
+def _mode_summary(result: RolloutResult) -> dict[str, dict[str, int]]:
+    """Episodes and successes per mode, for tasks whose env reports one (``info["mode"]``);
+    nothing for the others."""
+    modes = Counter(int(m) for m in result.modes if m != NO_MODE)
+    if not modes:
+        return {}
+    return {
         "mode_counts": {str(mode): count for mode, count in sorted(modes.items())},
         "success_by_mode": {
             str(mode): int(result.success[result.modes == mode].sum()) for mode in sorted(modes)
         },
-        "inference_ms_median": float(np.median(latency)) if latency.size else None,
-        "inference_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
-        "seeds": [int(result.seeds[0]), int(result.seeds[-1])],
-        "failed_seeds": [int(seed) for seed in result.seeds[~result.success]],
     }

@@ -33,6 +33,7 @@ import numpy as np
 from robopolicy.eval.vector_info import step_values
 
 ActFn = Callable[..., np.ndarray]  # act(histories, episode_seeds=..., chunk_index=...) -> chunks
+EpisodeEnd = Callable[[bool], None]  # on_episode_end(success), called as each episode ends
 
 
 @dataclass
@@ -84,6 +85,7 @@ def run_episodes(
     seed: int = 0,
     record_videos: int = 0,
     max_steps: int = 10_000,
+    on_episode_end: EpisodeEnd | None = None,
 ) -> RolloutResult:
     """Run ``n_episodes`` seeded episodes (seeds ``seed .. seed + n_episodes - 1``).
 
@@ -92,7 +94,8 @@ def run_episodes(
     how many chunks this batch of episodes has asked for before) to action chunks
     ``(n_envs, n_action_steps, action_dim)``. ``record_videos`` episodes (the first ones)
     are recorded with ``envs.render()``, which needs the envs made with ``render_mode="rgb_array"``.
-    ``max_steps`` guards against envs without a time limit.
+    ``max_steps`` guards against envs without a time limit. ``on_episode_end(success)`` is
+    called as each episode ends (a progress bar's update).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -146,6 +149,8 @@ def run_episodes(
                     if terminated[j] or truncated[j]:
                         outcome["modes"][episode] = int(mode[j])
                         active[j] = False
+                        if on_episode_end is not None:
+                            on_episode_end(bool(outcome["success"][episode]))
                 if not active.any():
                     break
             if steps >= max_steps and active.any():

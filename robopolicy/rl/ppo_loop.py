@@ -28,6 +28,7 @@ the resumed run repeats the uninterrupted one's iterations.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ from robopolicy.training.rng import seed_everything
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.training.run_state import Counters, RunState, StateOf, run_facts
 from robopolicy.utils.seeds import training_reset_seeds
+
+log = logging.getLogger("train.rl")  # under train.py's logger: its terminal and train.log
 
 
 @dataclass
@@ -106,7 +109,7 @@ def run_chain_ppo(
     if cfg.resume:
         state.restore(cfg.resume)
         logger.rewind(counters["iteration"])
-        print(f"[rl] resumed from {cfg.resume} at iteration {counters['iteration']}")
+        log.info(f"resumed from {cfg.resume} at iteration {counters['iteration']}")
     envs = make_chunked_vector_env(
         cfg.task.env_id,
         _training_env_kwargs(cfg),
@@ -130,7 +133,7 @@ def run_chain_ppo(
                 target = algo.target_success
                 reached_target = target is not None and metrics["eval/success_rate"] >= target
             logger.log(metrics, counters["iteration"])
-            print(_summary(counters, metrics))
+            log.info(_summary(counters, metrics))
             done = counters["iteration"] >= stop_at or reached_target
             if counters["iteration"] % algo.checkpoint_every == 0 or done:
                 state.save(checkpoint, counters["iteration"], metrics)
@@ -304,14 +307,16 @@ def collect_rollout(
         obs = _rollout_step(learner, envs, obs, float(algo.step_reward), columns, stats)
     rollout = _to_rollout(learner, columns)
     episodes = stats["episodes"]
-    return rollout, {
+    metrics = {
         "env_steps": stats["env_steps"],
         "rollout/episodes": episodes,
-        "rollout/success_rate": stats["successes"] / episodes if episodes else float("nan"),
         "rollout/value_mean": float(rollout.values.mean()),
         "time/rollout_s": stats["rollout_s"],
         "time/inference_s": stats["inference_s"],
     }
+    if episodes:  # no rate (rather than NaN) when no episode ended in this rollout
+        metrics["rollout/success_rate"] = stats["successes"] / episodes
+    return rollout, metrics
 
 
 def _rollout_step(
@@ -382,7 +387,7 @@ def _to_rollout(learner: ChainPPOLearner, columns: dict) -> ChainRollout:
 
 
 def _summary(counters: dict, metrics: dict) -> str:
-    parts = [f"[rl] iteration {counters['iteration']}", f"env_steps {counters['env_steps']}"]
+    parts = [f"iteration {counters['iteration']}", f"env_steps {counters['env_steps']}"]
     for key in ("rollout/success_rate", "eval/success_rate", "ppo/approx_kl", "ppo/clip_fraction"):
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.3g}")

@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import imageio.v2 as imageio
 import numpy as np
+
+RATES = {"eval/success_rate"}  # metrics drawn on a fixed 0-1 axis
+INTERVALS = {"eval/success_rate": ("eval/success_low", "eval/success_high")}  # metric -> its
+#   logged interval's bounds, drawn as a band
 
 
 class RunLogger:
@@ -30,7 +35,9 @@ class RunLogger:
         enabled: bool = True,
     ):
         """``wandb_mode``: "offline", "online" or "disabled". ``enabled=False`` (non-zero ranks of
-        a multi-process run) makes every call a no-op."""
+        a multi-process run) makes every call a no-op. Every logger of one run directory (the
+        training loop's, the final evaluation's, a resumed run's) writes to the same wandb run:
+        its id is kept in ``<run_dir>/wandb/run_id``."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -47,8 +54,17 @@ class RunLogger:
                 dir=str(self.run_dir),
                 mode=wandb_mode,
                 config=config,
+                id=self._wandb_id(),
                 resume="allow",
             )
+
+    def _wandb_id(self) -> str:
+        """The wandb run id of this run directory, made at its first logger."""
+        path = self.run_dir / "wandb" / "run_id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(uuid.uuid4().hex[:12])
+        return path.read_text().strip()
 
     @classmethod
     def for_run(cls, cfg: Any, run_dir: Path, enabled: bool = True) -> RunLogger:
@@ -73,6 +89,11 @@ class RunLogger:
             f.write(json.dumps({"step": step, **clean}) + "\n")
         if self._wandb is not None:
             self._wandb.log(clean, step=step)
+
+    def summarize(self, values: dict[str, Any]) -> None:
+        """Set the wandb run's summary values (the final evaluation's figures)."""
+        if self._wandb is not None:
+            self._wandb.summary.update({key: _plain(value) for key, value in values.items()})
 
     def rewind(self, step: int) -> int:
         """Forget the rows logged after ``step`` (a resumed run repeats those steps, so each step
@@ -110,31 +131,61 @@ class RunLogger:
         """One PNG per entry of ``curves`` (file stem -> metric names), metric against step."""
         if not self.enabled:
             return []
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         rows = self.read()
         written = []
         for stem, names in curves.items():
-            figure, axis = plt.subplots(figsize=(6, 4))
-            drawn = False
-            for name in names:
-                points = [(r["step"], r[name]) for r in rows if _finite(r.get(name))]
-                if points:
-                    steps, values = zip(*points, strict=True)
-                    axis.plot(steps, values, marker="o" if len(points) < 30 else None, label=name)
-                    drawn = True
-            if drawn:
-                axis.set_xlabel("step")
-                axis.legend()
-                axis.grid(alpha=0.3)
+            figure = self.figure(names, rows)
+            if figure.axes[0].lines:
                 path = self.run_dir / f"{stem}.png"
                 figure.savefig(path, dpi=100, bbox_inches="tight")
                 written.append(path)
+                self._send_image(f"plots/{stem}", path)
             plt.close(figure)
         return written
+
+    def figure(self, names: list[str], rows: list[dict[str, Any]] | None = None):
+        """The matplotlib figure of ``names`` against step (from ``metrics.jsonl`` unless
+        ``rows`` are given): a rate on a fixed 0-1 axis, with its interval as a band where one is
+        logged (``INTERVALS``)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.read() if rows is None else rows
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for name in names:
+            points = [row for row in rows if _finite(row.get(name))]
+            if not points:
+                continue
+            steps = [row["step"] for row in points]
+            line = axis.plot(
+                steps,
+                [row[name] for row in points],
+                marker="o" if len(points) < 30 else None,
+                label=name,
+            )[0]
+            low, high = INTERVALS.get(name, (None, None))
+            if low and all(_finite(row.get(low)) and _finite(row.get(high)) for row in points):
+                lows, highs = [row[low] for row in points], [row[high] for row in points]
+                axis.fill_between(
+                    steps, lows, highs, color=line.get_color(), alpha=0.2, label="95% interval"
+                )
+            if name in RATES:
+                axis.set_ylim(0, 1)
+        if axis.lines:
+            axis.set_xlabel("step")
+            axis.legend()
+            axis.grid(alpha=0.3)
+        return figure
+
+    def _send_image(self, name: str, path: Path) -> None:
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({name: wandb.Image(str(path))})
 
     def finish(self) -> None:
         if self._wandb is not None:
