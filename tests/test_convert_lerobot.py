@@ -230,7 +230,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case, expecte
     result = run_cli("lerobot-to-zarr", f"src={src}", f"dst={tmp_path / 'out.zarr'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: dataset "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("convert.py: error: dataset "), result.stderr
     assert expected in lines[0]
     assert not list(tmp_path.glob("*out.zarr*"))  # nothing at the destination, no staging left
 
