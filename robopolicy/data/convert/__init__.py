@@ -3,7 +3,7 @@
 - ``robomimic_hdf5`` (import) and ``robomimic_export``: robomimic HDF5 <-> ours, exact round trip;
 - ``diffusion_policy``: diffusion_policy zarr replay buffers -> ours, lossless or refused.
 
-The command-line front end is ``datasets/convert.py``.
+The command-line front end is ``robopolicy-convert`` (``datasets/convert.py``).
 """
 
 from robopolicy.data.convert.diffusion_policy import diffusion_policy_to_zarr
