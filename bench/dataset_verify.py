@@ -1,4 +1,4 @@
-"""What verifying a dataset costs: ``datasets/inspect.py --verify`` (every chunk decoded) and
+"""What verifying a dataset costs: ``datasets/inspect.py verify=true`` (every chunk decoded) and
 train.py's pre-flight (low-dim decoded, image chunks checked for presence and their 16-byte blosc
 header), on the state dataset and on a 100k-step two-camera store.
 
@@ -102,7 +102,7 @@ def main() -> None:
         results["camera store written in s"] = round(write_camera_store(store, args.steps), 1)
     size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
     results[f"two-camera store, {args.steps} steps, {size / 1e9:.1f} GB"] = {
-        "full (inspect.py --verify)": measure(store, "full"),
+        "full (inspect.py verify=true)": measure(store, "full"),
         "presence (train.py pre-flight)": measure(store, "presence"),
     }
     print(json.dumps(results, indent=2))

@@ -10,7 +10,7 @@ valid CRC-32). Faults with ``raw_zip`` instead damage the bytes of the zip file 
 ``image_payload`` marks damage confined to an image chunk's compressed payload: train.py's
 pre-flight decodes image chunks only when the images are small (``data.preflight_decode_images_mb``;
 these stores are), above that it reads only their 16-byte header and cannot see it;
-``datasets/inspect.py --verify`` decodes every chunk and can. The random 8x8 frames of the
+``datasets/inspect.py verify=true`` decodes every chunk and can. The random 8x8 frames of the
 default store do not compress (blosc stores them as they are, so a flipped bit is just another
 pixel); the ``image_payload`` class damages the ``smooth`` store instead, whose 32x32 frames
 compress like rendered ones.

@@ -1,5 +1,5 @@
 """Corruption harness: damaged copies of small valid stores through the checks of
-``datasets/inspect.py --verify`` (``verify_dataset(images="full")``) and train.py's pre-flight
+``datasets/inspect.py verify=true`` (``verify_dataset(images="full")``) and train.py's pre-flight
 (``check_dataset(images="presence")`` with its default size below which images are decoded
 too), plus ``ReplayBuffer.open`` (what every other entry point
 does first).
@@ -228,7 +228,7 @@ def test_corruption_harness(bases, tmp_path):
         json.dumps(
             {
                 "what": "damaged copies of a 4-episode store (directory and zip) through "
-                "verify_dataset(images='full') (= inspect.py --verify) and "
+                "verify_dataset(images='full') (= inspect.py verify=true) and "
                 "check_dataset(images='presence', decode_images_up_to=1 GiB) (= train.py's "
                 "pre-flight at its default data.preflight_decode_images_mb); tests/"
                 "test_dataset_corruption.py",

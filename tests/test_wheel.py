@@ -71,14 +71,18 @@ def _tracked_tree(destination: Path) -> Path:
     return destination
 
 
+# the environment of every command here: nothing of the repository importable (a PYTHONPATH
+# naming it would also show pip its egg-info, and pip would skip installing the wheel)
+CLEAN_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
 class Venv:
     """A fresh venv with the wheel installed; runs its console scripts in ``work``."""
 
     def __init__(self, root: Path, work: Path) -> None:
         self.bin = root / "bin"
         self.work = work
-        self.env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-        self.env.update(MUJOCO_GL="egl", OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+        self.env = {**CLEAN_ENV, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
         self.seconds: dict[str, float] = {}
 
     def run(self, program: str, *args: str, status: int = 0) -> subprocess.CompletedProcess:
@@ -106,16 +110,22 @@ def venv(tmp_path_factory) -> Venv:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
         + [str(source), "-w", str(base / "dist")],
+        cwd=base,
+        env=CLEAN_ENV,
         check=True,
         capture_output=True,
         timeout=300,
     )
     (wheel,) = (base / "dist").glob("robopolicy-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(base / "venv")], env=CLEAN_ENV, check=True, timeout=300
+    )
     (base / "constraints.txt").write_text(TORCH + "\n")
     subprocess.run(
         [str(base / "venv" / "bin" / "pip"), "install", "-q", "-c", str(base / "constraints.txt")]
         + [str(wheel)],
+        cwd=base,
+        env=CLEAN_ENV,
         check=True,
         capture_output=True,
         timeout=900,
@@ -169,7 +179,7 @@ def test_installed_wheel_runs_the_journey_from_another_folder(venv):
     deploy = ["hardware=sim", "n_episodes=2", "max_episode_steps=12", "torch_threads=1"]
     venv.run("robopolicy-eval", f"checkpoint={checkpoint}", *deploy, "hydra.run.dir=run/deploy")
     deployed = json.loads((venv.work / "run" / "deploy" / "results.json").read_text())
-    assert deployed["n_episodes"] == 2 and deployed["seeds"] == [0, 1] and deployed["latency"]
+    assert deployed["n_episodes"] == 2 and len(deployed["episodes"]) == 2 and deployed["latency"]
 
     venv.run("robopolicy-convert", "zarr-to-robomimic", f"src={dataset}", "dst=demos.hdf5")
     assert (venv.work / "demos.hdf5").stat().st_size > 0

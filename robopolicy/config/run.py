@@ -135,7 +135,7 @@ class DataConfig:
     preflight_decode_images_mb: int = 1024  # train.py's pre-flight decodes every image chunk
     #   (and checks its CRC-32) when all images are at most this many MiB uncompressed (~10 s
     #   from a cold disk); above, it checks each chunk's presence and header only (seconds for
-    #   any size; datasets/inspect.py --verify decodes everything)
+    #   any size; datasets/inspect.py verify=true decodes everything)
     val_ratio: float = 0.05  # share of episodes held out for the validation loss (episode-level
     #   split)
     max_train_episodes: int | None = None  # cap on training episodes, for data-scaling runs

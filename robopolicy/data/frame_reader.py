@@ -91,7 +91,7 @@ class FrameReader:
             frame = _CRC32.decode(payload)
         except RuntimeError as error:  # numcodecs: "Stored and computed crc32 checksum ..."
             store = getattr(self.array.store, "root", "in memory")
-            problem = f"frame {index} is damaged ({error}); run datasets/inspect.py --verify"
+            problem = f"frame {index} is damaged ({error}); run robopolicy-inspect verify=true"
             raise DatasetError(store, problem, self.array.path) from None
         return ensure_ndarray(frame).view(self.dtype).reshape(self.frame_shape)
 

@@ -256,8 +256,8 @@ def _read(path: Path, key: str, array: zarr.Array) -> np.ndarray:
     except Exception as error:  # codecs raise RuntimeError, ValueError, ...; a zip BadZipFile
         raise DatasetError(
             path,
-            f"cannot be decoded ({type(error).__name__}: {error}); datasets/inspect.py --verify "
-            "names every damaged chunk",
+            f"cannot be decoded ({type(error).__name__}: {error}); robopolicy-inspect "
+            f"path={path} verify=true names every damaged chunk",
             key,
         ) from None
 

@@ -3,7 +3,7 @@
 ``verify_dataset(path, images="full")`` returns a ``VerifyReport``: one line per problem
 (``<key>: <what is wrong; what was expected>``) and the time it took. ``check_dataset`` raises
 one ``DatasetError`` with the first problem and the count of the others; ``train.py`` calls it
-with ``images="presence"`` before its first step, ``datasets/inspect.py --verify`` prints the
+with ``images="presence"`` before its first step, ``datasets/inspect.py verify=true`` prints the
 full report. What is checked:
 
 - metadata (``integrity.read_layout``): every ``.zgroup``, ``.zattrs`` and ``.zarray`` of the
@@ -119,7 +119,9 @@ def check_dataset(path: str | os.PathLike, **options) -> VerifyReport:
     if not report.ok:
         first, more = report.problems[0], len(report.problems) - 1
         others = (
-            f" (and {more} more: datasets/inspect.py --verify {path} lists all)" if more else ""
+            f" (and {more} more: robopolicy-inspect path={path} verify=true lists all)"
+            if more
+            else ""
         )
         raise DatasetError(path, first.text + others, first.key)
     return report

@@ -52,7 +52,7 @@ IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blos
 LOW_DIM_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 # Every chunk of every array carries a CRC-32 of its raw bytes (numcodecs' crc32 filter, which
 # zarr 2 and 3 readers apply): blosc keeps no checksum, so without it a flipped bit that still
-# decompresses reads as data; with it, any flipped bit fails the read and `inspect.py --verify`.
+# decompresses reads as data; with it, any flipped bit fails the read and `inspect.py verify=true`.
 CHECKSUM_FILTERS = (numcodecs.CRC32(),)
 LOW_DIM_CHUNK_BYTES = 1 << 20  # low-dim arrays are chunked along time in ~1 MiB pieces
 

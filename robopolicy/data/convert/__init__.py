@@ -7,7 +7,7 @@
   LeRobot dataset keeps what; ``lerobot_features``: the key mapping; ``lerobot_video``: mp4 in
   and out; ``lerobot_sidecar``: what only our format has).
 
-The command-line front end is ``datasets/convert.py``.
+The command-line front end is ``robopolicy-convert`` (``datasets/convert.py``).
 """
 
 from robopolicy.data.convert.diffusion_policy import diffusion_policy_to_zarr
