@@ -166,7 +166,7 @@ def test_installed_wheel_runs_the_journey_from_another_folder(venv):
 
     sim_eval = ["n_envs=1", "max_episode_steps=12", "sampler.num_steps=2", "hydra.run.dir=run/ev"]
     venv.run("robopolicy-eval", f"checkpoint={checkpoint}", "n_episodes=2", *sim_eval)
-    results = json.loads((venv.work / "run" / "ev" / "results.json").read_text())
+    results = json.loads((venv.work / "run" / "ev" / "eval.json").read_text())
     assert results["n_episodes"] == 2 and results["sampler"]["num_steps"] == 2
 
     venv.run(
@@ -178,7 +178,7 @@ def test_installed_wheel_runs_the_journey_from_another_folder(venv):
 
     deploy = ["hardware=sim", "n_episodes=2", "max_episode_steps=12", "torch_threads=1"]
     venv.run("robopolicy-eval", f"checkpoint={checkpoint}", *deploy, "hydra.run.dir=run/deploy")
-    deployed = json.loads((venv.work / "run" / "deploy" / "results.json").read_text())
+    deployed = json.loads((venv.work / "run" / "deploy" / "eval.json").read_text())
     assert deployed["n_episodes"] == 2 and len(deployed["episodes"]) == 2 and deployed["latency"]
 
     venv.run("robopolicy-convert", "zarr-to-robomimic", f"src={dataset}", "dst=demos.hdf5")
