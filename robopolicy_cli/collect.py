@@ -29,6 +29,7 @@ from robopolicy.config.errors import run_hydra_main
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env
 from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.console import progress_bar
+from robopolicy.utils.run_dir import discarded_if_unused
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
 
@@ -200,7 +201,8 @@ def open_to_append(out: Path, shape_meta: dict, env_spec: dict):
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors("collect.py", lambda: collect(cfg))
+    with discarded_if_unused():
+        run_reporting_errors("collect.py", lambda: collect(cfg))
 
 
 def main() -> None:

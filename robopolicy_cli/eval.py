@@ -44,6 +44,7 @@ from robopolicy.policies.registry import load_policy
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.device import resolve_device
+from robopolicy.utils.run_dir import discarded_if_unused
 from robopolicy.utils.stats import wilson_interval
 
 log = logging.getLogger("eval")  # every message: the terminal and <run_dir>/eval.log (Hydra)
@@ -297,7 +298,8 @@ def _free_port() -> int:
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors("eval.py", lambda: run(cfg))
+    with discarded_if_unused():
+        run_reporting_errors("eval.py", lambda: run(cfg))
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.cli import run_reporting_errors
+from robopolicy.utils.run_dir import continue_in, discarded_if_unused, resumed_run_dir
 
 log = logging.getLogger("train")  # every message: the terminal and <run_dir>/train.log (Hydra)
 
@@ -74,6 +75,9 @@ def run(cfg: DictConfig) -> Path:
     validate(cfg)  # types, ranges, cross-field rules: one line naming the key, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     check_envs(cfg)
+    resumed = resumed_run_dir(cfg.resume) if cfg.resume and not cfg.resume_new_dir else None
+    if resumed is not None:
+        run_dir = continue_in(resumed)
     ranks, device = init_distributed(cfg.device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -122,7 +126,8 @@ def run(cfg: DictConfig) -> Path:
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors("train.py", lambda: run(cfg))
+    with discarded_if_unused():
+        run_reporting_errors("train.py", lambda: run(cfg))
 
 
 def main() -> None:
