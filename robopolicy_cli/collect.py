@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,12 +25,10 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.config import ConfigError, validate
-from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env
-from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.console import progress_bar
-from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
+from robopolicy_cli.command import HYDRA_NOTE, Usage, run_hydra_program, run_in_run_dir
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
 
@@ -217,9 +214,8 @@ def open_to_append(out: Path, shape_meta: dict, env_spec: dict):
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors(program_name(), lambda: collect(cfg))
+    run_in_run_dir(lambda: collect(cfg))
 
 
 def main() -> None:
-    exit_if_help(USAGE, sys.argv[1:])
-    run_hydra_main(program_name(), hydra_main)  # Hydra's own errors (a group typo, ...) as one line
+    run_hydra_program(USAGE, hydra_main)

@@ -20,6 +20,8 @@ from omegaconf import DictConfig
 from robopolicy.config import ConfigError
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir, conf_options
+from robopolicy.utils.cli import run_reporting_errors
+from robopolicy.utils.run_dir import discarded_if_unused
 
 HELP_FLAGS = ("-h", "--help")
 HELP_WIDTH = 100  # columns --help wraps its text to
@@ -101,3 +103,17 @@ def run_config_tool(
         return job(cfg)
 
     return run_hydra_main(program_name(), composed)
+
+
+def run_hydra_program(usage: Usage, hydra_main: Callable[[], Any]) -> None:
+    """A program with a Hydra run directory (train, eval, collect): ``--help`` prints ``usage``;
+    Hydra's own errors (a group typo, ...) end it in one line."""
+    exit_if_help(usage, sys.argv[1:])
+    run_hydra_main(program_name(), hydra_main)
+
+
+def run_in_run_dir(body: Callable[[], Any]) -> None:
+    """Run a Hydra program's body: its user errors end it in one line, and a launch that stops
+    on bad input before writing anything leaves no run directory behind."""
+    with discarded_if_unused():
+        run_reporting_errors(program_name(), body)

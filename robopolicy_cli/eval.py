@@ -36,17 +36,15 @@ from omegaconf import DictConfig, OmegaConf
 from hardware.deploy import SENT_KEYS
 from hardware.latency import LatencyStats
 from robopolicy.config import validate
-from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir
 from robopolicy.data.writer import DatasetWriter, default_provenance
 from robopolicy.eval.env_check import check_env_config
 from robopolicy.eval.evaluate import EVAL_RESULTS, evaluate, summarize
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.run_logger import RunLogger
-from robopolicy.utils.cli import run_reporting_errors
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
-from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
+from robopolicy_cli.command import HYDRA_NOTE, Usage, run_hydra_program, run_in_run_dir
 
 log = logging.getLogger("eval")  # every message: the terminal and <run_dir>/eval.log (Hydra)
 deploy_log = logging.getLogger("eval.deploy")
@@ -315,11 +313,8 @@ def _free_port() -> int:
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors(program_name(), lambda: run(cfg))
+    run_in_run_dir(lambda: run(cfg))
 
 
 def main() -> None:
-    exit_if_help(USAGE, sys.argv[1:])
-    run_hydra_main(
-        program_name(), hydra_main
-    )  # Hydra's own errors (a group typo, ...) as one line too
+    run_hydra_program(USAGE, hydra_main)

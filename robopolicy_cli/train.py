@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -21,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.config import validate
-from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, check_env_config
 from robopolicy.eval.evaluate import EVAL_RESULTS, evaluate_policy, summarize
@@ -29,8 +27,8 @@ from robopolicy.policies.registry import load_policy
 from robopolicy.rl.base_task import adopt_base_task
 from robopolicy.training.distributed import init_distributed, shutdown
 from robopolicy.training.run_logger import RunLogger
-from robopolicy.utils.cli import run_reporting_errors
-from robopolicy_cli.command import HYDRA_NOTE, Usage, exit_if_help, program_name
+from robopolicy.utils.run_dir import continue_in, resumed_run_dir
+from robopolicy_cli.command import HYDRA_NOTE, Usage, run_hydra_program, run_in_run_dir
 
 log = logging.getLogger("train")  # every message: the terminal and <run_dir>/train.log (Hydra)
 
@@ -95,6 +93,9 @@ def run(cfg: DictConfig) -> Path:
     validate(cfg)  # types, ranges, cross-field rules: one line naming the key, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     check_envs(cfg)
+    resumed = resumed_run_dir(cfg.resume) if cfg.resume and not cfg.resume_new_dir else None
+    if resumed is not None:
+        run_dir = continue_in(resumed)
     ranks, device = init_distributed(cfg.device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -143,11 +144,8 @@ def run(cfg: DictConfig) -> Path:
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_reporting_errors(program_name(), lambda: run(cfg))
+    run_in_run_dir(lambda: run(cfg))
 
 
 def main() -> None:
-    exit_if_help(USAGE, sys.argv[1:])
-    run_hydra_main(
-        program_name(), hydra_main
-    )  # Hydra's own errors (a group typo, ...) as one line too
+    run_hydra_program(USAGE, hydra_main)

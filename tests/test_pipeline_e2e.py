@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from robopolicy.policies.registry import load_policy
+from robopolicy.training.checkpoint import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -54,7 +57,6 @@ def _rerun_here(checkpoint: Path, n_episodes: int, seed: int, sampler: dict):
     """The same seeded episodes rolled out in this process from the checkpoint alone, with the
     settings the command lines were given (12 env steps, state observations)."""
     from robopolicy.eval.evaluate import evaluate
-    from robopolicy.policies.registry import load_policy
 
     policy, contents = load_policy(checkpoint)
     spec = contents["env_spec"]
@@ -103,6 +105,11 @@ def test_train_writes_checkpoints_metrics_plots_videos(trained):
     run_dir = trained["run"]
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "latest.safetensors" in checkpoints and len(checkpoints) >= 2  # latest + top-k
+    latest = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
+    best_k = next(name for name in checkpoints if name.startswith("step"))
+    best = load_checkpoint(run_dir / "checkpoints" / best_k)  # a best-k: weights only
+    assert "optimizer" in latest and "optimizer" not in best and best["config"] == latest["config"]
+    load_policy(run_dir / "checkpoints" / best_k)  # eval and deploy load it
     summary = json.loads((run_dir / "eval.json").read_text())
     assert summary["n_episodes"] == 2
     # the final evaluation is a rollout of the checkpoint it names, from the eval seeds
@@ -214,3 +221,19 @@ def test_two_process_torchrun_keeps_replicas_identical(trained, tmp_path):
     assert set(digests) == {"0", "1"}, completed.stdout[-2000:]
     assert digests["0"] == digests["1"]
     assert (tmp_path / "ddp" / "eval.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_continues_in_the_original_run_directory(trained, tmp_path):
+    """A stopped run resumed with resume=: metrics, plots, checkpoints and train.log go on in
+    its directory; the directory Hydra made for the resumed launch is not left behind."""
+    original, fresh = tmp_path / "original", tmp_path / "fresh"
+    common = [f"task.dataset_path={trained['dataset']}", *TINY_TRAINING]
+    _run("train.py", *common, "algo.stop_after=10", f"hydra.run.dir={original}")
+    latest = original / "checkpoints" / "latest.safetensors"
+    _run("train.py", *common, f"resume={latest}", f"hydra.run.dir={fresh}")
+    assert not fresh.exists()
+    steps = [json.loads(line)["step"] for line in (original / "metrics.jsonl").open()]
+    assert max(steps) == 20 and steps == sorted(steps)
+    assert (original / "eval.json").exists() and (original / "success.png").exists()
+    assert "resumed from" in (original / "train.log").read_text()

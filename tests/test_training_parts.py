@@ -13,6 +13,7 @@ from robopolicy.training.checkpoint import CheckpointError, load_checkpoint, sav
 from robopolicy.training.ema import EMA
 from robopolicy.training.lr_schedule import warmup_cosine
 from robopolicy.training.rng import isolated_torch_rng, rng_state, seed_everything, set_rng_state
+from robopolicy.training.run_state import RunState
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
 
@@ -174,3 +175,28 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_a_weights_only_snapshot_keeps_the_facts_and_refuses_resume_clearly(tmp_path):
+    model, optimizer_model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(optimizer_model.parameters())
+    state = RunState({"policy": model, "optimizer": optimizer}, facts={"config": {"a": 1}})
+    weights = state.snapshot(5, parts=("policy",))
+    assert set(weights) == {"policy", "config", "rng", "step", "metrics"}
+    path = save_checkpoint(tmp_path / "best.safetensors", weights)
+    with pytest.raises(
+        CheckpointError, match=r"best-k checkpoint \(weights only; resume from checkpoints/latest"
+    ):
+        state.restore(path)
+
+
+def test_a_checkpoint_names_its_run_directory_when_it_sits_in_one(tmp_path):
+    from robopolicy.utils.run_dir import resumed_run_dir
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    assert (
+        resumed_run_dir(tmp_path / "run" / "checkpoints" / "latest.safetensors")
+        == (tmp_path / "run").resolve()
+    )
+    assert resumed_run_dir(tmp_path / "loose.safetensors") is None

@@ -11,7 +11,8 @@ The loop, step-based (``algo.num_steps`` optimizer steps, however many epochs th
    update; every ``log_every`` steps log the loss, learning rate and the share of time spent
    waiting for data; every ``val_every`` the validation loss; every ``eval_every`` closed-loop
    rollouts of the EMA policy in vector envs (the same ``run_episodes`` as ``eval.py``); every
-   ``checkpoint_every`` a checkpoint (``latest`` always; the ``top_k`` best by success kept).
+   ``checkpoint_every`` a checkpoint (``latest`` always, everything resume needs; the ``top_k``
+   best by success kept, with the weights only: ``BEST_K_PARTS``).
 
 Checkpoints are self-describing: the policy kind, its constructor arguments, the normalizer and
 its statistics, the dataset's env spec and shape_meta, and the resolved config.
@@ -53,6 +54,9 @@ from robopolicy.training.top_k import TopKCheckpoints
 from robopolicy.utils.console import progress_bar
 
 log = logging.getLogger("train")  # train.py's messages: the terminal and <run_dir>/train.log
+
+BEST_K_PARTS = ("policy", "ema_policy")  # what a best-k checkpoint holds besides the facts: what
+#   eval, deploy and RL fine-tuning load (the optimizer, ~half of latest's size, is in latest only)
 
 # algo.optimizer_impl -> torch.optim.AdamW's switches (robopolicy/config/algos.py says which is
 # fastest where)
@@ -130,7 +134,8 @@ def train_bc(
         evaluate_now = algo.eval_every and (step % algo.eval_every == 0 or step == algo.num_steps)
         if ranks.is_main and evaluate_now:
             metrics = _periodic_evaluation(run, cfg, step)
-            run.topk.offer(step, metrics["eval/success_rate"], run.state.snapshot(step, metrics))
+            weights = run.state.snapshot(step, metrics, parts=BEST_K_PARTS)
+            run.topk.offer(step, metrics["eval/success_rate"], weights)
         checkpoint_now = step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at)
         if ranks.is_main and checkpoint_now:
             run.state.save(checkpoint, step, metrics)

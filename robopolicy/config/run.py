@@ -210,6 +210,9 @@ class TrainConfig(ConsoleOptions):
     #   policy to start from
     resume: str | None = None  # path to a checkpoint (e.g. <run>/checkpoints/latest.safetensors)
     #   to continue from
+    resume_new_dir: bool = False  # with resume: false continues in the checkpoint's run
+    #   directory (metrics.jsonl, plots, checkpoints, train.log and the wandb run go on there);
+    #   true writes the continuation to a new run directory
     data: DataConfig = field(default_factory=DataConfig)
     eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     collect: Any = None  # experiments only (conf/experiment/): how bench/suite.py and

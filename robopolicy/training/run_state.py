@@ -9,7 +9,10 @@ or base checkpoint). ``save`` writes parts, facts, the global RNG states, the la
 and the run's progress (``step``: optimizer steps, PPO iterations or env steps, the loop's own
 unit) into one safetensors file (robopolicy/training/checkpoint.py: no pickle, atomic rename);
 ``restore`` loads every part back, in order, then the RNGs, so the resumed run continues exactly
-as the uninterrupted one.
+as the uninterrupted one. ``snapshot(..., parts=...)`` keeps only some parts: the best-k
+checkpoints of behaviour cloning hold the policy and EMA weights (with the normalizer, in the
+policy's state) and the facts, what eval, deploy and RL fine-tuning load; the optimizer and the
+rest that only resume needs are in ``latest`` alone.
 
 A checkpoint whose parts do not fit (another algorithm's, another policy's) is refused with one
 ``CheckpointError`` line naming the part.
@@ -18,7 +21,7 @@ A checkpoint whose parts do not fit (another algorithm's, another policy's) is r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,9 +94,13 @@ class RunState:
         self.parts = parts
         self.facts = dict(facts or {})
 
-    def snapshot(self, step: int, metrics: dict | None = None) -> dict[str, Any]:
-        """Everything a checkpoint holds, as a tree of tensors and JSON values."""
-        state = {name: part.state_dict() for name, part in self.parts.items()}
+    def snapshot(
+        self, step: int, metrics: dict | None = None, parts: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Everything a checkpoint holds, as a tree of tensors and JSON values; ``parts`` limits
+        the parts to those named (a weights-only checkpoint: the facts, RNGs and step stay)."""
+        names = self.parts if parts is None else parts
+        state = {name: self.parts[name].state_dict() for name in names}
         state.update(self.facts)
         state[RNG_KEY] = rng_state()
         state["step"] = int(step)
@@ -113,7 +120,9 @@ class RunState:
         for name, part in self.parts.items():
             if checkpoint.get(name) is None:
                 raise CheckpointError(
-                    path, f"has no {name!r} state: it was written by another kind of run"
+                    path,
+                    f"has no {name!r} state: it was written by another kind of run, or it is a "
+                    "best-k checkpoint (weights only; resume from checkpoints/latest.safetensors)",
                 )
             try:
                 part.load_state_dict(checkpoint[name])
