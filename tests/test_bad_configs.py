@@ -432,3 +432,14 @@ def test_a_run_directory_that_is_a_file_is_one_line(script, ckpt, tmp_path):
         and "is a file" in lines[0]
     )
     assert occupied.read_text() == "a file, kept as it is\n"
+
+
+def test_a_bad_launch_into_a_used_run_directory_keeps_what_was_there(tmp_path):
+    """The run directory is removed only when this launch made it: a named ``hydra.run.dir``
+    that an earlier run wrote its log into keeps the log (with the new line appended)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "collect.log").write_text("an earlier run's line\n")
+    done, _ = _run("datasets/collect.py", ["teleop.pause_prob=2", f"out={tmp_path / 'x.zarr'}"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (run / "collect.log").read_text().startswith("an earlier run's line\n")

@@ -30,16 +30,24 @@ def only_hydra_files(run_dir: Path) -> bool:
 @contextmanager
 def discarded_if_unused() -> Iterator[Path]:
     """Yield Hydra's run directory; remove it when the program stops with an error exit (bad
-    input: ``run_reporting_errors``) and it holds only Hydra's own files. A crash (a bug) keeps
-    it, with its log."""
+    input: ``run_reporting_errors``) and it holds only what Hydra wrote for this launch. A crash
+    (a bug) keeps it, with its log; so does a directory an earlier launch wrote into (a named
+    ``hydra.run.dir`` reused: its log holds lines from before)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    new_for_this_launch = only_hydra_files(run_dir) and not _earlier_log_lines(run_dir)
     try:
         yield run_dir
     except SystemExit:
-        if only_hydra_files(run_dir):
+        if new_for_this_launch and only_hydra_files(run_dir):
             _close_file_logs(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _earlier_log_lines(run_dir: Path) -> bool:
+    """Whether the program's log file held lines before this launch logged anything."""
+    log = run_dir / f"{HydraConfig.get().job.name}.log"
+    return log.exists() and log.stat().st_size > 0
 
 
 def resumed_run_dir(checkpoint: str | Path) -> Path | None:
