@@ -107,10 +107,11 @@ def run_method(method: str, seed: int, base: str, out: Path, overrides: list[str
     ]
     print("$ " + " ".join(command), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "train.log").open("w") as log:
+    terminal = run_dir / "terminal.out"  # train.py's own log is Hydra's train.log beside it
+    with terminal.open("w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        raise RuntimeError(f"{method} seed {seed} failed; see {run_dir / 'train.log'}")
+        raise RuntimeError(f"{method} seed {seed} failed; see {terminal}")
     return run_dir
 
 

@@ -286,7 +286,8 @@ def train_seed(task: SuiteTask, seed: int, args) -> dict:
         *args.extra_overrides,
     ]
     started = time.time()
-    total_s = run_logged(command, run_dir / "train.log")
+    # the terminal's output; train.py's own log (Hydra's train.log) is written beside it
+    total_s = run_logged(command, run_dir / "terminal.out")
     return run_entry(task, seed, run_dir, command, started, total_s)
 
 
