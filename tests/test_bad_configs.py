@@ -440,6 +440,8 @@ def test_a_bad_launch_into_a_used_run_directory_keeps_what_was_there(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "collect.log").write_text("an earlier run's line\n")
-    done, _ = _run("datasets/collect.py", ["teleop.pause_prob=2", f"out={tmp_path / 'x.zarr'}"], tmp_path)
+    done, _ = _run(
+        "datasets/collect.py", ["teleop.pause_prob=2", f"out={tmp_path / 'x.zarr'}"], tmp_path
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert (run / "collect.log").read_text().startswith("an earlier run's line\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tiny_runs import TINY_BC
 
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.checkpoint import load_checkpoint
@@ -20,20 +21,7 @@ ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
 TINY_TRAINING = [
     "task.env_kwargs.obs_mode=state",
-    "backbone=mlp",
-    "backbone.kwargs.hidden_dims=[32,32]",
-    "policy.args.horizon=4",
-    "policy.args.n_action_steps=2",
-    "algo.num_steps=20",
-    "algo.warmup_steps=2",
-    "algo.log_every=5",
-    "algo.val_every=10",
-    "algo.eval_every=10",
-    "algo.checkpoint_every=10",
-    "data.batch_size=16",
-    "data.val_ratio=0.25",
-    "eval.n_episodes=2",
-    "eval.n_episodes_during_training=2",
+    *TINY_BC,
     "eval.n_envs=1",
     "eval.video_episodes=1",
     "task.max_episode_steps=12",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_runs import TINY_BC
 
 from robopolicy.data.reader import ReplayBuffer
 
@@ -24,22 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"  # the only torch this machine installs without downloading CUDA builds
 STATE_TASK = ["task.env_kwargs.obs_mode=state", "task.max_episode_steps=12"]  # no cameras
 QUIET = ["torch_threads=1", "logger=none", "eval.n_envs=1", "eval.video_episodes=0"]
-TINY_BC = [  # as tests/test_pipeline_e2e.py's TINY_TRAINING
-    "backbone=mlp",
-    "backbone.kwargs.hidden_dims=[32,32]",
-    "policy.args.horizon=4",
-    "policy.args.n_action_steps=2",
-    "algo.num_steps=20",
-    "algo.warmup_steps=2",
-    "algo.log_every=5",
-    "algo.val_every=10",
-    "algo.eval_every=10",
-    "algo.checkpoint_every=10",
-    "data.batch_size=16",
-    "data.val_ratio=0.25",
-    "eval.n_episodes=2",
-    "eval.n_episodes_during_training=2",
-]
 TINY_DPPO = [  # two iterations of one env's 4 chunk steps (act_steps <= horizon - To + 1 = 3)
     "algo=dppo",
     "algo.n_iterations=2",
