@@ -186,6 +186,13 @@ class BasePolicy(nn.Module, ABC):
         if backbone == "unet1d":  # recorded, so that a checkpoint names the network it holds
             self.config["backbone_kwargs"]["layout"] = self.denoiser.layout
 
+    def _keep_settings(self, **settings: Any) -> None:
+        """A subclass's own constructor arguments: recorded in ``config`` (what a checkpoint
+        rebuilds the policy from) and kept as attributes of the same names."""
+        self.config.update(to_plain(settings))
+        for name, value in settings.items():
+            setattr(self, name, value)
+
     @classmethod
     def from_config(cls, config: dict, normalizer: nn.Module) -> BasePolicy:
         """A freshly initialised policy with the constructor arguments in ``config``."""

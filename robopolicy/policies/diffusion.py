@@ -121,7 +121,7 @@ class DiffusionPolicy(BasePolicy):
             mask_padding,
             num_inference_steps,
         )
-        self.config.update(
+        self._keep_settings(
             num_train_timesteps=num_train_timesteps,
             beta_schedule=beta_schedule,
             prediction_type=prediction_type,
@@ -130,12 +130,6 @@ class DiffusionPolicy(BasePolicy):
             eta=eta,
             timestep_spacing=timestep_spacing,
         )
-        self.num_train_timesteps = num_train_timesteps
-        self.prediction_type = prediction_type
-        self.clip_sample = clip_sample
-        self.sampler = sampler
-        self.eta = eta
-        self.timestep_spacing = timestep_spacing
         abar = alphas_cumprod(betas)
         # float64 Python numbers for the sampling coefficients; a float32 buffer for training.
         self.abar_list: list[float] = abar.tolist()

@@ -117,7 +117,7 @@ class FlowPolicy(BasePolicy):
             mask_padding,
             num_inference_steps,
         )
-        self.config.update(
+        self._keep_settings(
             time_sampling=time_sampling,
             beta_alpha=beta_alpha,
             beta_beta=beta_beta,
@@ -127,14 +127,6 @@ class FlowPolicy(BasePolicy):
             prediction_type=prediction_type,
             clip_sample=clip_sample,
         )
-        self.prediction_type = prediction_type
-        self.clip_sample = clip_sample
-        self.time_sampling = time_sampling
-        self.beta_alpha = beta_alpha
-        self.beta_beta = beta_beta
-        self.time_cutoff = time_cutoff
-        self.solver = solver
-        self.noise_std = noise_std
 
     def sample_time(self, batch: int, device: torch.device) -> torch.Tensor:
         """``(B,)`` training times in ``[0, 1]``, drawn as configured."""
