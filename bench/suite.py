@@ -33,7 +33,9 @@ Recipe contract (``conf/experiment/<recipe>.yaml``, a ``# @package _global_`` ex
   same one), ``seed``, ``eval.n_episodes`` (``--episodes``), ``eval.n_envs`` (``--workers``),
   ``hydra.run.dir``, then ``--extra-overrides`` (last: they win over everything).
 * The demonstrations are the composed ``task.dataset_path``. When it does not exist the suite
-  makes it as the recipe's optional top-level ``collect`` key says (train.py ignores the key)::
+  makes it as the recipe's optional top-level ``collect`` key says (robopolicy/config/
+  collect_plan.py; train.py, which trains without it, names the same commands when the dataset
+  is missing)::
 
       collect:
         n_episodes: 300              # successful demos (absent: --demos)
@@ -78,15 +80,18 @@ for folder in (ROOT, BENCH):
 import suite_results  # noqa: E402
 from suite_recipes import (  # noqa: E402
     CONF_DIR,
-    CollectionRun,
-    RecipeError,
-    collection_plan,
     compose,
     dataset_path,
     recipe_settings,
     relative,
     staging_path,
-    task_changes,
+)
+
+from robopolicy.config.collect_plan import (  # noqa: E402
+    CollectionRun,
+    RecipeError,
+    collect_commands,
+    collection_plan,
 )
 
 RESULTS = BENCH / "results" / "suite.json"
@@ -246,20 +251,14 @@ def collect_demos(task: SuiteTask, config, plan: list[CollectionRun], args) -> d
     if staging.is_dir():
         shutil.rmtree(staging)  # left by an interrupted collection of ours
     staging.unlink(missing_ok=True)
-    changes = task_changes(config, compose(task_selection(task)))
+    selection = task_selection(task)
+    arguments = collect_commands(
+        config, selection, compose(selection), staging, args.workers, args.demos
+    )
     log_dir = Path(args.out) / task.slug / f"collect_{timestamp()}"
     commands, seconds = [], 0.0
-    for index, run in enumerate(plan):
-        command = [
-            "datasets/collect.py",
-            *task_selection(task),
-            *changes,
-            f"n_episodes={run.n_episodes}",
-            f"n_workers={args.workers}",
-            f"out={staging}",
-            *(["append=true"] if index else []),
-            *run.overrides,
-        ]
+    for index, collect_arguments in enumerate(arguments):
+        command = ["datasets/collect.py", *collect_arguments]
         seconds += run_logged(command, log_dir / f"collect{index}.log")
         commands.append("python " + shlex.join(command))
     staging.rename(dataset)

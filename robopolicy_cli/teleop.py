@@ -20,13 +20,16 @@ is commanded between episodes too, so the operator can set it up.
 ``n`` starts an episode (on a robot whose episodes software can reset, the sim, the world is
 reset with seed ``seed + i`` first), ``y`` saves it (one atomic append through
 ``DatasetWriter``; the sim's episodes also store the seed and whether the task was solved),
-``x`` discards it, ``q`` (or the end of the input) quits, discarding an unsaved episode. An
-episode reaching the task's ``max_episode_steps`` is saved on its own, so every demo fits the
-time limit that evaluation uses. ``episodes=N`` quits after N saved episodes.
+``x`` discards it, ``q`` (or the end of the input, or Ctrl-C) quits, discarding an unsaved
+episode. An episode reaching the task's ``max_episode_steps`` is saved on its own, so every demo
+fits the time limit that evaluation uses. ``episodes=N`` quits after N saved episodes. A run that
+created its dataset and saved no episode removes it on exit, so the next run starts afresh
+(``append=true`` also takes an existing dataset that holds no episode yet).
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -96,11 +99,21 @@ class TeleopRecorder:
         self.log = log
         self.resettable = self.robot.task is not None
         self.started = 0  # episodes started, for their seeds
+        self.saved = 0  # episodes saved by this run
         self.steps: list[tuple[dict, np.ndarray]] | None = None  # None: not recording
 
     def run(self) -> int:
-        """Run until quit (or ``episodes`` saved); returns the number of episodes saved."""
-        saved = 0
+        """Run until quit (Ctrl-C too) or ``episodes`` saved; returns the number of episodes
+        saved (an episode still recording is discarded)."""
+        self.saved = 0
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self.log("interrupted (Ctrl-C)")
+        self._discard()
+        return self.saved
+
+    def _loop(self) -> None:
         tick = time.monotonic()
         while True:
             command = self.teleop.poll()
@@ -108,12 +121,11 @@ class TeleopRecorder:
                 if event == "start":
                     self._start()
                 elif event == "save":
-                    saved += self._save()
+                    self.saved += self._save()
                 elif event == "discard":
                     self._discard()
-            if "quit" in command.events or (self.episodes and saved >= self.episodes):
-                self._discard()
-                return saved
+            if "quit" in command.events or (self.episodes and self.saved >= self.episodes):
+                return
             obs, _ = self.io.observe()
             action = command.ee_delta_action()
             self.io.act(action, tick + self.period)
@@ -121,7 +133,7 @@ class TeleopRecorder:
                 self.steps.append((obs, action))
                 if len(self.steps) >= self.max_steps:
                     self.log(f"episode reached max_episode_steps={self.max_steps}")
-                    saved += self._save()
+                    self.saved += self._save()
             tick += self.period
             time.sleep(max(tick - time.monotonic(), 0.0))
 
@@ -169,8 +181,6 @@ def record(composed: DictConfig) -> int:
     cfg = validate(composed)
     from hardware.factory import make_robot
     from hardware.robot_io import RobotIO
-    from hardware.teleop import KEYS_HELP, make_teleop
-    from robopolicy.data.writer import DatasetWriter, default_provenance
 
     task = OmegaConf.to_container(composed.task, resolve=True)
     action_space = task["env_kwargs"].get("action_space", "ee_delta")
@@ -191,34 +201,57 @@ def record(composed: DictConfig) -> int:
     robot = make_robot(hardware)
     try:
         robot_io = RobotIO(robot, shape_meta, action_space)
-        if cfg.append and out.exists():
-            writer = DatasetWriter.open_for_append(out)
-        else:
-            provenance = default_provenance(
-                f"robopolicy-teleop ({cfg.device} on {robot_label(hardware)})"
-            )
-            env_spec = {
-                "id": task["env_id"],
-                "kwargs": task["env_kwargs"],
-                "max_episode_steps": task["max_episode_steps"],
-            }
-            writer = DatasetWriter.create(
-                out, shape_meta, task["fps"], env_spec, provenance, overwrite=cfg.overwrite
-            )
-        with writer, make_teleop(cfg.device, speed=cfg.speed) as teleop:
-            print(KEYS_HELP, file=sys.stderr)
-            recorder = TeleopRecorder(
-                robot_io,
-                teleop,
-                writer,
-                task["fps"],
-                task["max_episode_steps"],
-                cfg.seed,
-                cfg.episodes,
-                log=lambda message: print(f"[teleop] {message}", file=sys.stderr),
-            )
-            saved = recorder.run()
+        created = not (cfg.append and out.exists())  # false: episodes go to an existing store
+        writer = open_writer(cfg, task, shape_meta, hardware, out, created)
+        try:
+            saved = run_recorder(cfg, task, robot_io, writer)
+        finally:
+            if created and writer.n_episodes == 0:
+                remove_store(out)
     finally:
         robot.close()
-    print(f"saved {saved} episodes to {out}")
+    kept = out.exists()
+    print(f"saved {saved} episodes to {out}" if kept else f"saved no episode; removed {out}")
     return 0
+
+
+def remove_store(out: Path) -> None:
+    """Remove a dataset this run created and saved no episode to: left, it would stop the next
+    run (``exists``) for nothing."""
+    shutil.rmtree(out) if out.is_dir() else out.unlink(missing_ok=True)
+
+
+def open_writer(cfg, task: dict, shape_meta: dict, hardware: dict, out: Path, create: bool):
+    """The ``DatasetWriter`` of ``out``: a new dataset when ``create``, else the existing one."""
+    from robopolicy.data.writer import DatasetWriter, default_provenance
+
+    if not create:
+        return DatasetWriter.open_for_append(out)
+    provenance = default_provenance(f"robopolicy-teleop ({cfg.device} on {robot_label(hardware)})")
+    env_spec = {
+        "id": task["env_id"],
+        "kwargs": task["env_kwargs"],
+        "max_episode_steps": task["max_episode_steps"],
+    }
+    return DatasetWriter.create(
+        out, shape_meta, task["fps"], env_spec, provenance, overwrite=cfg.overwrite
+    )
+
+
+def run_recorder(cfg, task: dict, robot_io, writer) -> int:
+    """The recording loop with the operator's device, into ``writer`` (closed on return)."""
+    from hardware.teleop import KEYS_HELP, make_teleop
+
+    with writer, make_teleop(cfg.device, speed=cfg.speed) as teleop:
+        print(KEYS_HELP, file=sys.stderr)
+        recorder = TeleopRecorder(
+            robot_io,
+            teleop,
+            writer,
+            task["fps"],
+            task["max_episode_steps"],
+            cfg.seed,
+            cfg.episodes,
+            log=lambda message: print(f"[teleop] {message}", file=sys.stderr),
+        )
+        return recorder.run()

@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from robopolicy.config.locate import conf_dir
+from robopolicy.config.collect_plan import collect_commands, compose, task_config_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "push_cube"  # conf/experiment/push_cube.yaml: the data, the policy, the training
@@ -43,39 +41,28 @@ def step(title: str, command: list[str]) -> None:
     print(f"=== {title}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def collect_commands(recipe: dict, dataset: Path) -> list[list[str]]:
-    """The collect.py calls that make the recipe's demos, in order (later ones append)."""
-    commands = []
-    for index, run in enumerate(recipe["collect"]):
-        commands.append(
-            [
-                "datasets/collect.py",
-                "task=push_cube",
-                "task.env_kwargs.obs_mode=state",  # state policy: no cameras rendered
-                f"n_episodes={run['n_episodes']}",
-                f"n_workers={N_WORKERS}",
-                f"out={dataset}",
-                *(["append=true"] if index else []),
-                *run["overrides"],
-            ]
-        )
-    return commands
+def make_demos(recipe, dataset: Path) -> None:
+    """The collect.py calls of the recipe's ``collect`` key, in order (later ones append), into
+    ``<dataset>.incomplete.zarr``, renamed to ``dataset`` once every one has succeeded."""
+    incomplete = dataset.with_name(dataset.name.replace(".zarr", ".incomplete.zarr"))
+    shutil.rmtree(incomplete, ignore_errors=True)
+    selection = [f"task={task_config_name(recipe)}"]
+    plain = compose("config", selection)
+    for arguments in collect_commands(recipe, selection, plain, incomplete, N_WORKERS):
+        step("collect demonstrations", ["datasets/collect.py", *arguments])
+    incomplete.rename(dataset)
 
 
 def main() -> None:
     started = time.perf_counter()
-    recipe = OmegaConf.to_container(OmegaConf.load(conf_dir() / "experiment" / f"{RECIPE}.yaml"))
-    dataset = ROOT / recipe["task"]["dataset_path"]
+    recipe = compose("config", [f"+experiment={RECIPE}"])
+    dataset = ROOT / recipe.task.dataset_path
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = ROOT / "outputs" / "main" / stamp
     if dataset.exists():
         print(f"demonstrations: {dataset} (already there)")
     else:
-        incomplete = dataset.with_name(dataset.name.replace(".zarr", ".incomplete.zarr"))
-        shutil.rmtree(incomplete, ignore_errors=True)
-        for command in collect_commands(recipe, incomplete):
-            step("collect demonstrations", command)
-        incomplete.rename(dataset)
+        make_demos(recipe, dataset)
     step("inspect", ["datasets/inspect.py", f"path={dataset}", f"out={run_dir / 'inspect'}"])
     step(
         "train and evaluate",

@@ -20,6 +20,8 @@ import suite  # noqa: E402
 import suite_recipes  # noqa: E402
 import suite_results  # noqa: E402
 
+from robopolicy.config import collect_plan  # noqa: E402
+
 
 def run_entry(task: str, seed: int, successes: int, n: int = 100, **extra) -> dict:
     """A results entry as train_seed writes it (times and modes made up)."""
@@ -148,10 +150,10 @@ def conf_with_recipes(tmp_path):
 def test_demos_count_and_collect_overrides_are_read_from_the_recipe(conf_with_recipes):
     task = suite.resolve_task("pick_lift", recipe="one_run")
     task, config = suite.compose_recipe(task, [], conf_dir=conf_with_recipes)
-    plan = suite_recipes.collection_plan(config, default_n_episodes=300)
-    assert plan == [suite_recipes.CollectionRun(250, ("store_sim_state=false",))]
+    plan = collect_plan.collection_plan(config, default_n_episodes=300)
+    assert plan == [collect_plan.CollectionRun(250, ("store_sim_state=false",))]
     plain = suite_recipes.compose(suite.task_selection(task), conf_with_recipes)
-    assert suite_recipes.task_changes(config, plain) == ['task.env_kwargs.obs_mode="state"']
+    assert collect_plan.task_changes(config, plain) == ['task.env_kwargs.obs_mode="state"']
 
 
 def test_a_list_of_collect_runs_is_inherited_and_missing_counts_take_the_default(
@@ -160,7 +162,7 @@ def test_a_list_of_collect_runs_is_inherited_and_missing_counts_take_the_default
     task = suite.resolve_task("push_cube", recipe="inherits_two_runs")
     _, config = suite.compose_recipe(task, [], conf_dir=conf_with_recipes)
     assert config.algo.num_steps == 123
-    plan = suite_recipes.collection_plan(config, default_n_episodes=77)
+    plan = collect_plan.collection_plan(config, default_n_episodes=77)
     assert [run.n_episodes for run in plan] == [200, 77]
     assert plan[1].overrides == ("seed=50000", "injected_noise_std=0.2")
 
@@ -169,11 +171,12 @@ def test_a_recipe_without_collect_gets_the_default_and_a_bad_one_one_clear_error
     conf_with_recipes,
 ):
     _, config = suite.compose_recipe(suite.resolve_task("push_cube", recipe="main_job"), [])
-    assert suite_recipes.collection_plan(config, 42) == [suite_recipes.CollectionRun(42)]
+    assert collect_plan.collection_plan(config, 42) == [collect_plan.CollectionRun(42)]
     task = suite.resolve_task("push_cube", recipe="malformed")
     _, config = suite.compose_recipe(task, [], conf_dir=conf_with_recipes)
-    with pytest.raises(suite_recipes.RecipeError, match=r"collect\.n_episodes='many'"):
-        suite_recipes.collection_plan(config, 42)
+    expected = r"collect\.n_episodes=many: expected an integer >= 1"
+    with pytest.raises(collect_plan.RecipeError, match=expected):
+        collect_plan.collection_plan(config, 42)
 
 
 def test_staging_path_keeps_the_dataset_suffix(tmp_path):

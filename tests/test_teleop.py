@@ -5,6 +5,7 @@ opens and validates -> train.py trains a policy on it."""
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from hardware.teleop import KeyboardTeleop, SpaceMouseTeleop, make_teleop
+from robopolicy.data.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+TICK = 0.1  # seconds per step of the task's 10 Hz loop
 
 
 @pytest.fixture
@@ -95,13 +99,40 @@ def test_bad_arguments_are_one_line_with_status_2(args, line):
 # ---- the journey ----------------------------------------------------------------------------
 
 
-def drive(process, script):
-    """Wait for the recorder's key help, then type ``script``: (keys, seconds after) pairs."""
+def start_teleop(*overrides: str) -> subprocess.Popen:
+    """datasets/teleop.py on the sim arm (state observations), keys read from its stdin."""
+    command = [sys.executable, "datasets/teleop.py", "task.env_kwargs.obs_mode=state", *overrides]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_ready(process) -> None:
+    """Read the recorder's stderr up to its key help (printed when the loop starts)."""
     for line in process.stderr:
         if line.startswith("keys:"):
-            break
-    else:
-        raise AssertionError("datasets/teleop.py ended before it was ready")
+            return
+    raise AssertionError("datasets/teleop.py ended before it was ready")
+
+
+def finish(process) -> tuple[str, str]:
+    """The recorder's exit, and the rest of its stdout and stderr."""
+    try:
+        process.wait(timeout=120)
+        return process.stdout.read(), process.stderr.read()
+    finally:
+        process.kill()
+
+
+def drive(process, script):
+    """Wait for the recorder's key help, then type ``script``: (keys, seconds after) pairs."""
+    wait_until_ready(process)
     for keys, pause in script:
         process.stdin.write(keys)
         process.stdin.flush()
@@ -114,32 +145,14 @@ def test_teleop_on_the_sim_arm_records_a_dataset_that_trains(tmp_path):
     from robopolicy.data.reader import ReplayBuffer
 
     dataset = tmp_path / "teleop.zarr"
-    command = [
-        sys.executable,
-        "datasets/teleop.py",
-        f"out={dataset}",
-        "speed=0.5",
-        "task.env_kwargs.obs_mode=state",
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=ENV,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    tick = 0.1  # the task's 10 Hz
-    push_x = [("n", tick)] + [("w", tick)] * 8 + [(" ", 3 * tick), ("y", 2 * tick)]
-    push_y = [("n", tick)] + [("a", tick)] * 6 + [("y", 2 * tick)]
-    thrown_away = [("n", tick), ("r", tick), ("r", tick), ("x", tick)]
+    process = start_teleop(f"out={dataset}", "speed=0.5")
+    push_x = [("n", TICK)] + [("w", TICK)] * 8 + [(" ", 3 * TICK), ("y", 2 * TICK)]
+    push_y = [("n", TICK)] + [("a", TICK)] * 6 + [("y", 2 * TICK)]
+    thrown_away = [("n", TICK), ("r", TICK), ("r", TICK), ("x", TICK)]
     try:
         drive(process, push_x + push_y + thrown_away)
-        process.wait(timeout=120)
-        stdout, stderr = process.stdout.read(), process.stderr.read()
     finally:
-        process.kill()
+        stdout, stderr = finish(process)
     assert process.returncode == 0, stderr[-3000:]
     assert "saved 2 episodes" in stdout and "discarded an episode" in stderr
 
@@ -200,3 +213,51 @@ def test_teleop_on_the_sim_arm_records_a_dataset_that_trains(tmp_path):
     assert training.returncode == 0, training.stderr[-3000:]
     summary = json.loads((run_dir / "eval.json").read_text())
     assert summary["n_episodes"] == 2
+
+
+@pytest.mark.parametrize("stop", ["end of input", "ctrl-c"])
+def test_a_run_that_saves_no_episode_leaves_no_dataset(tmp_path, stop):
+    dataset = tmp_path / "teleop.zarr"
+    process = start_teleop(f"out={dataset}")
+    try:
+        wait_until_ready(process)
+        assert dataset.exists()  # made when the recorder starts
+        process.stdin.write("n")  # an episode starts recording, and is never saved
+        process.stdin.flush()
+        time.sleep(5 * TICK)
+        if stop == "ctrl-c":
+            process.send_signal(signal.SIGINT)
+        else:
+            process.stdin.close()
+    finally:
+        stdout, stderr = finish(process)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr and "discarded an episode" in stderr
+    assert f"saved no episode; removed {dataset}" in stdout
+    assert not dataset.exists()
+
+
+def test_append_onto_a_dataset_with_no_episode_saves_its_first(tmp_path):
+    """A store that a run made and saved nothing to (what teleop left before it removed them)."""
+    from robopolicy.config.collect_plan import compose
+    from robopolicy.data.reader import ReplayBuffer
+    from robopolicy.data.writer import DatasetWriter
+    from robopolicy_cli.teleop import task_shape_meta
+
+    dataset = tmp_path / "empty.zarr"
+    composed = compose("teleop", ["task.env_kwargs.obs_mode=state"])
+    task = OmegaConf.to_container(composed.task, resolve=True)
+    env_spec = {"id": task["env_id"], "kwargs": task["env_kwargs"]}
+    DatasetWriter.create(dataset, task_shape_meta(task), task["fps"], env_spec).close()
+    with pytest.raises(DatasetError, match="holds no arrays"):
+        ReplayBuffer.open(dataset)  # nothing to read yet
+    process = start_teleop(f"out={dataset}", "append=true", "seed=7")
+    try:
+        drive(process, [("n", TICK)] + [("d", TICK)] * 4 + [("y", 2 * TICK)])
+    finally:
+        stdout, stderr = finish(process)
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"saved 1 episodes to {dataset}" in stdout
+    buffer = ReplayBuffer.open(dataset)
+    assert buffer.n_episodes == 1 and list(buffer.episode_meta["seed"]) == [7]
+    assert (buffer.get_episode(0)["action"][:, 1] == -0.5).sum() >= 2  # d: -y at half a step

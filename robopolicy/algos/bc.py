@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robopolicy.config.collect_plan import missing_dataset_hint
 from robopolicy.data.errors import DatasetError
 from robopolicy.data.normalizer import Normalizer
 from robopolicy.data.sampler import SequenceSampler
@@ -156,11 +157,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     the optimizer, the schedule and the loader (in this order: the RNG draws depend on it)."""
     algo = cfg.algo
     if not Path(cfg.task.dataset_path).exists():
-        raise DatasetError(
-            cfg.task.dataset_path,
-            f"no dataset here; make one with: robopolicy-collect task={cfg.task.name} (in the "
-            "repository: python datasets/collect.py)",
-        )
+        raise DatasetError(cfg.task.dataset_path, f"no dataset here; {missing_dataset_hint(cfg)}")
     # every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
     # and header): one line
     decode_up_to = cfg.data.preflight_decode_images_mb * 2**20

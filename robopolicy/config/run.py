@@ -216,7 +216,8 @@ class TrainConfig(ConsoleOptions):
     data: DataConfig = field(default_factory=DataConfig)
     eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     collect: Any = None  # experiments only (conf/experiment/): how bench/suite.py and
-    #   scripts/main_job.py make the recipe's dataset; train.py ignores it
+    #   scripts/main_job.py make the recipe's dataset, and the commands train.py names when it
+    #   is missing (robopolicy/config/collect_plan.py)
 
     def check(self) -> None:
         check_runtime(self)

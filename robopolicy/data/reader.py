@@ -43,13 +43,13 @@ log = logging.getLogger(__name__)
 class ReplayBuffer:
     """A validated, read-only dataset: ``data[key]`` arrays, ``episode_ends``, metadata."""
 
-    def __init__(self, path: Path, root: zarr.Group, in_memory: bool):
+    def __init__(self, path: Path, root: zarr.Group, in_memory: bool, allow_empty: bool = False):
         self.path = path
         self.in_memory = in_memory
         self.attrs: dict = dict(root.attrs)
         self.is_native = self.attrs.get("format") == FORMAT_NAME
         self._root = root
-        data, episode_ends = _require_layout(path, root)
+        data, episode_ends = _require_layout(path, root, allow_empty and self.is_native)
         self.n_episodes, self.n_steps, self.episode_ends = _committed_extent(
             path, root, episode_ends
         )
@@ -59,11 +59,17 @@ class ReplayBuffer:
         if attribute_errors:
             key, problem = attribute_errors[0]
             raise DatasetError(path, problem, key)
-        self._validate_arrays()
+        if self.data:  # no arrays only in an empty store opened with allow_empty
+            self._validate_arrays()
         self.episode_meta: dict[str, np.ndarray] = self._read_episode_meta()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, in_memory: bool = False) -> ReplayBuffer:
+    def open(
+        cls, path: str | os.PathLike, in_memory: bool = False, allow_empty: bool = False
+    ) -> ReplayBuffer:
+        """The dataset at ``path``, validated. ``allow_empty``: a store in our format that no
+        episode was written to yet (``DatasetWriter.create`` adds the data/ arrays with the first
+        one) opens too, with no data arrays, for appending to it."""
         path = Path(path)
         check_layout(path)  # a damaged metadata file: one line naming it
         store = load_into_memory(path) if in_memory else open_read_store(path)
@@ -72,7 +78,7 @@ class ReplayBuffer:
         except Exception as error:  # zarr raises several types for unreadable metadata
             raise DatasetError(path, f"cannot open the zarr group: {error}") from None
         try:
-            return cls(path, root, in_memory)
+            return cls(path, root, in_memory, allow_empty)
         except UnknownCodecError as error:
             raise DatasetError(
                 path, f"uses a compression codec that is not installed here ({error})"
@@ -196,7 +202,9 @@ class ReplayBuffer:
         return out
 
 
-def _require_layout(path: Path, root: zarr.Group) -> tuple[zarr.Group, zarr.Array]:
+def _require_layout(
+    path: Path, root: zarr.Group, allow_empty: bool = False
+) -> tuple[zarr.Group, zarr.Array]:
     for name, kind in (("data", zarr.Group), ("meta", zarr.Group)):
         if name not in root or not isinstance(root[name], kind):
             raise DatasetError(
@@ -211,7 +219,8 @@ def _require_layout(path: Path, root: zarr.Group) -> tuple[zarr.Group, zarr.Arra
         raise DatasetError(
             path, f"dtype {episode_ends.dtype}, expected an integer type", "meta/episode_ends"
         )
-    if len(list(root["data"].array_keys())) == 0:
+    empty = allow_empty and episode_ends.shape[0] == 0  # made by DatasetWriter.create, no episode
+    if len(list(root["data"].array_keys())) == 0 and not empty:
         raise DatasetError(path, "holds no arrays", "data")
     return root["data"], episode_ends
 

@@ -136,10 +136,11 @@ class DatasetWriter:
     def open_for_append(cls, path: str | os.PathLike, zip_flush_every: int = 10) -> DatasetWriter:
         """Reopen a dataset written by ``create`` to append more episodes.
 
-        An append interrupted by a crash is rolled back first (its partial rows removed).
+        An append interrupted by a crash is rolled back first (its partial rows removed). A
+        dataset that ``create`` made and no episode reached yet takes its first one here.
         """
         path = Path(path)
-        ReplayBuffer.open(path)  # full validation: refuse to append to a broken dataset
+        ReplayBuffer.open(path, allow_empty=True)  # full validation: refuse a broken dataset
         staging = None
         directory = path
         if is_zip_path(path):
