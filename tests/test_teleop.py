@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from tiny_runs import TINY_POLICY
 
 from hardware.teleop import KeyboardTeleop, SpaceMouseTeleop, make_teleop
 from robopolicy.data.errors import DatasetError
@@ -188,10 +189,7 @@ def test_teleop_on_the_sim_arm_records_a_dataset_that_trains(tmp_path):
             f"task.dataset_path={dataset}",
             "task.env_kwargs.obs_mode=state",
             "task.max_episode_steps=12",
-            "backbone=mlp",
-            "backbone.kwargs.hidden_dims=[32,32]",
-            "policy.args.horizon=4",
-            "policy.args.n_action_steps=2",
+            *TINY_POLICY,
             "algo.num_steps=20",
             "algo.warmup_steps=2",
             "algo.eval_every=0",

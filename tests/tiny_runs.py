@@ -1,11 +1,14 @@
 """The overrides of a tiny training run (a 32x32 MLP, 20 steps, 2 evaluation episodes): what the
 end-to-end tests (tests/test_pipeline_e2e.py, tests/test_wheel.py) train with."""
 
-TINY_BC = [
+TINY_POLICY = [  # a 32x32 MLP denoiser over 4-step chunks, 2 of them executed
     "backbone=mlp",
     "backbone.kwargs.hidden_dims=[32,32]",
     "policy.args.horizon=4",
     "policy.args.n_action_steps=2",
+]
+TINY_BC = [
+    *TINY_POLICY,
     "algo.num_steps=20",
     "algo.warmup_steps=2",
     "algo.log_every=5",
