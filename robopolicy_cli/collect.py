@@ -28,6 +28,7 @@ from robopolicy.config import ConfigError, validate
 from robopolicy.config.locate import conf_dir
 from robopolicy.eval.env_check import EnvConfigError, make_checked_env
 from robopolicy.utils.console import progress_bar
+from robopolicy.utils.quiet import inheriting
 from robopolicy_cli.command import HYDRA_NOTE, Usage, run_hydra_program, run_in_run_dir
 from sim.experts import TeleopStyle, make_expert  # (importing sim registers ids)
 from sim.rollout import init_worker, worker_episode
@@ -158,7 +159,7 @@ def collect(cfg: DictConfig) -> Path:
         )
     with (
         writer,
-        context.Pool(int(cfg.n_workers), init_worker, init_args) as pool,
+        context.Pool(int(cfg.n_workers), inheriting(init_worker), init_args) as pool,
         progress_bar(
             int(cfg.n_episodes), f"collect {task['name']}", cfg.progress, unit="ep"
         ) as progress,
@@ -214,7 +215,7 @@ def open_to_append(out: Path, shape_meta: dict, env_spec: dict):
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_in_run_dir(lambda: collect(cfg))
+    run_in_run_dir(cfg, lambda: collect(cfg))
 
 
 def main() -> None:

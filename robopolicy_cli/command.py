@@ -21,6 +21,7 @@ from robopolicy.config import ConfigError
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir, conf_options
 from robopolicy.utils.cli import run_reporting_errors
+from robopolicy.utils.quiet import set_verbosity, verbose_requested
 from robopolicy.utils.run_dir import discarded_if_unused
 
 HELP_FLAGS = ("-h", "--help")
@@ -106,14 +107,18 @@ def run_config_tool(
 
 
 def run_hydra_program(usage: Usage, hydra_main: Callable[[], Any]) -> None:
-    """A program with a Hydra run directory (train, eval, collect): ``--help`` prints ``usage``;
-    Hydra's own errors (a group typo, ...) end it in one line."""
+    """A program with a Hydra run directory (train, eval, collect): third-party chatter is
+    filtered from the start unless the command line says ``verbose=true``; ``--help`` prints
+    ``usage``; Hydra's own errors (a group typo, ...) end it in one line."""
+    set_verbosity(verbose_requested(sys.argv[1:]))  # before anything imports robosuite
     exit_if_help(usage, sys.argv[1:])
     run_hydra_main(program_name(), hydra_main)
 
 
-def run_in_run_dir(body: Callable[[], Any]) -> None:
-    """Run a Hydra program's body: its user errors end it in one line, and a launch that stops
-    on bad input before writing anything leaves no run directory behind."""
+def run_in_run_dir(cfg: DictConfig, body: Callable[[], Any]) -> None:
+    """Run a Hydra program's body with the composed config ``cfg``: its ``verbose`` applies
+    (an experiment file may set it), its user errors end it in one line, and a launch that
+    stops on bad input before writing anything leaves no run directory behind."""
+    set_verbosity(cfg.verbose)
     with discarded_if_unused():
         run_reporting_errors(program_name(), body)

@@ -54,7 +54,7 @@ SIM_ROBOT = "hardware.sim_robot.make_sim_robot"  # the sim arm's builder (conf/h
 
 USAGE = Usage(
     summary="Evaluate a checkpoint closed-loop in simulation (success rate with a 95% interval, "
-    "videos, latency), or deploy it on a robot with hardware=NAME; results.json goes to the run "
+    "videos, latency), or deploy it on a robot with hardware=NAME; eval.json goes to the run "
     "directory.",
     config="eval",
     schema="robopolicy/config/evaluation.py EvalConfig",
@@ -313,7 +313,7 @@ def _free_port() -> int:
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_in_run_dir(lambda: run(cfg))
+    run_in_run_dir(cfg, lambda: run(cfg))
 
 
 def main() -> None:

@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> Path:
     version_base="1.3",
 )
 def hydra_main(cfg: DictConfig) -> None:
-    run_in_run_dir(lambda: run(cfg))
+    run_in_run_dir(cfg, lambda: run(cfg))
 
 
 def main() -> None:

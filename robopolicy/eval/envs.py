@@ -8,7 +8,6 @@ pools and with EGL rendering contexts (each worker creates its own).
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable, Sequence
 
@@ -19,6 +18,7 @@ import torch
 from robopolicy.eval.rollout import ActFn
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.runtime import with_runtime
+from robopolicy.utils.quiet import inheriting
 
 
 def make_env(
@@ -65,7 +65,7 @@ def make_vector_env(
     ignores the steps after an episode ends, so it does not care; RL wants ``SAME_STEP``)."""
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    make = functools.partial(
+    make = inheriting(  # a worker process applies its program's verbosity, then makes its env
         make_env, env_id, dict(env_kwargs), tuple(env_modules), render, max_episode_steps, wrapper
     )
     make().close()  # fail here, with one clear error, rather than inside a worker
