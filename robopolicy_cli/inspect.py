@@ -1,7 +1,8 @@
-"""Summarise a dataset: statistics in the terminal, an image grid and an episode video on disk.
+"""Summarise a dataset: statistics and a QA report in the terminal, the QA report's qa.json and
+plots, an image grid and an episode video on disk.
 
     robopolicy-inspect path=PATH [episode=N] [out=DIR] [policy=NAME]
-        [horizon=T n_obs_steps=To n_action_steps=Ta]
+        [horizon=T n_obs_steps=To n_action_steps=Ta] [qa.end_padding=RULE] [qa.KEY=VALUE ...]
     robopolicy-inspect path=PATH verify=true
 
 (``python datasets/inspect.py ...`` from the repository.) ``verify=true`` reads and decodes
@@ -13,8 +14,10 @@ PATH is a dataset in our format or a diffusion_policy store (a ``.zarr`` directo
 ``.zarr.zip``). Images go to DIR (default: ``<dataset name>_inspect`` beside the dataset). A bad
 key, path or episode, or a damaged store, prints one line (``robopolicy-inspect: error: ...``)
 and exits with status 2 (``ROBOPOLICY_TRACEBACK=1`` shows the stack). The work is done by
-``robopolicy.data.inspect_report``. The coverage table uses the chunking of
-``conf/policy/<policy>.yaml`` (default diffusion) where the keys do not set it. Config:
+``robopolicy.data.inspect_report`` (the QA report: ``robopolicy.data.quality``). The coverage
+table and the QA report use the chunking of ``conf/policy/<policy>.yaml`` (default diffusion)
+where the keys do not set it; the QA report flags coverage under ``qa.end_padding`` (default
+full, train.py's default data.end_padding) and writes ``qa.json`` into DIR. Config:
 conf/inspect.yaml (robopolicy/config/dataset_tools.py InspectConfig).
 """
 
@@ -30,14 +33,16 @@ from robopolicy.data.verify import check_dataset, verify_dataset
 from robopolicy_cli.command import Usage, run_config_tool
 
 USAGE = Usage(
-    summary="Summarise a demonstration dataset (statistics, an image grid, an episode video), "
-    "or with verify=true decode every chunk and list every problem.",
+    summary="Summarise a demonstration dataset (statistics, a QA report with flags and qa.json, "
+    "an image grid, an episode video), or with verify=true decode every chunk and list every "
+    "problem.",
     config="inspect",
     schema="robopolicy/config/dataset_tools.py InspectConfig",
     examples=(
         "path=datasets/data/push_cube.zarr episode=3 out=inspect/",
         "path=datasets/data/push_cube.zarr verify=true",
         "path=pusht.zarr.zip policy=flow horizon=16",
+        "path=datasets/data/pick_lift.zarr n_action_steps=4 qa.end_padding=action_steps",
     ),
     groups=("policy",),
     arguments="path=PATH [KEY=VALUE ...]",
@@ -54,7 +59,9 @@ def run(composed: DictConfig) -> int:
         return verify(cfg.path)
     chunking = (cfg.horizon, cfg.n_obs_steps, cfg.n_action_steps)
     try:
-        inspect_dataset(cfg.path, episode=cfg.episode, out_dir=cfg.out, chunking=chunking)
+        inspect_dataset(
+            cfg.path, episode=cfg.episode, out_dir=cfg.out, chunking=chunking, quality=cfg.qa
+        )
     except UnknownCodecError as error:  # diffusion_policy real-robot stores need imagecodecs
         raise DatasetError(cfg.path, f"{error} (a codec that is not installed)") from None
     except DatasetError:

@@ -10,30 +10,86 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
-from robopolicy.config.checks import ConfigError, at_least, one_of, positive, require
-from robopolicy.config.run import TaskConfig
+from robopolicy.config.checks import (
+    ConfigError,
+    at_least,
+    in_range,
+    one_of,
+    positive,
+    require,
+)
+from robopolicy.config.run import END_PADDING, TaskConfig
+
+
+@dataclass
+class QualityConfig:
+    """robopolicy-inspect's QA report (robopolicy/data/quality.py): a table and a ``flags``
+    section in the terminal, and for programs ``<out>/qa.json`` (always written; its fields:
+    datasets/README.md "Quality report"), with qa_lengths.png, qa_coverage.png and
+    qa_divergence.png beside it. Actions are measured as the policy sees them (the default
+    limits normalization: each dimension in units of half its range over the dataset); a distance
+    between two actions is the RMS over dimensions (a gripper open against closed, in a 7-dim
+    action: 0.76)."""
+
+    end_padding: str = "full"  # the sampler rule training uses (train.py's data.end_padding):
+    #   coverage under it is flagged (the table shows every rule)
+    coverage_min: float = 0.95  # flag when fewer steps than this serve as a conditioning step
+    #   (train.py warns at the same share: robopolicy/algos/bc.py COVERAGE_WARNING)
+    neighbours: int = 10  # k: the nearest states from other episodes of each query step
+    query_steps: int = 2000  # steps drawn at random (without replacement) for divergence and
+    #   modes, all of them where fewer: bounds the time (about 1 s at 100k steps)
+    seed: int = 0  # seed of that draw
+    divergence_threshold: float = 0.4  # a query step diverges when its action is on average
+    #   this far from its neighbours' (100 scripted PickLift / PushCube demos: 2-9% of steps)
+    divergence_quantile: float = 0.9  # the high quantile of divergence reported beside its mean
+    divergence_share_max: float = 0.15  # flag when more query steps than this diverge
+    mode_distance: float = 0.5  # actions closer than this (average linkage) are one mode
+    mode_min_share: float = 0.2  # a mode holds at least this share of a query step's action and
+    #   its neighbours' (a lone noisy action is no mode)
+    multimodal_share_max: float = 0.25  # flag when more query steps than this have >= 2 modes
+    #   (modes exist at forks only: AroundObstacle's left / right gives 13%)
+    outlier_k: float = 3.5  # an episode's length, jerk or idle share is an outlier when its
+    #   modified z-score |x - median| / (1.4826 MAD) exceeds this (Iglewicz and Hoaglin's 3.5)
+    idle_threshold: float = 0.05  # a step is idle when no action dimension moves more than this
+    #   (a delta dimension, hold "zero": its value; any other: its change)
+
+    def check(self) -> None:
+        one_of(self, "end_padding", END_PADDING)
+        at_least(self, 1, "neighbours", "query_steps")
+        positive(self, "divergence_threshold", "mode_distance", "outlier_k", "idle_threshold")
+        in_range(
+            self,
+            0,
+            1,
+            "coverage_min",
+            "divergence_quantile",
+            "divergence_share_max",
+            "mode_min_share",
+            "multimodal_share_max",
+        )
 
 
 @dataclass
 class InspectConfig:
-    """robopolicy-inspect: a dataset's statistics, an image grid and an episode video, or with
-    ``verify=true`` every chunk decoded and every problem listed."""
+    """robopolicy-inspect: a dataset's statistics, QA report, an image grid and an episode
+    video, or with ``verify=true`` every chunk decoded and every problem listed."""
 
     path: str = MISSING  # the dataset: ours or a diffusion_policy store (.zarr directory or
     #   .zarr.zip)
     episode: int = 0  # the episode shown in the video
-    out: str | None = None  # folder for grid.png and the video (null: <dataset name>_inspect
-    #   beside the dataset)
+    out: str | None = None  # folder for grid.png, the video, qa.json and the QA plots (null:
+    #   <dataset name>_inspect beside the dataset)
     verify: bool = False  # instead: read and decode every chunk of every array, one line per
     #   problem and a summary; exit status 2 if there is any
     policy: Any = MISSING  # conf/policy/<name>.yaml (policy=NAME): the coverage table's
     #   chunking defaults to its own
     backbone: Any = MISSING  # conf/backbone/<name>.yaml: the policy config's denoiser (unused
     #   here; the policy's config refers to it)
-    horizon: int = II("policy.args.horizon")  # chunking for the coverage table: the window
+    horizon: int = II("policy.args.horizon")  # chunking for coverage (table and QA): the window
     #   length, the steps a window conditions on, the actions it executes
     n_obs_steps: int = II("policy.args.n_obs_steps")
     n_action_steps: int = II("policy.args.n_action_steps")
+    qa: QualityConfig = field(default_factory=QualityConfig)  # the QA report's settings
 
     def check(self) -> None:
         at_least(self, 0, "episode")

@@ -14,7 +14,10 @@ store) and prints, with rich:
 - a histogram of episode lengths as text bars;
 - coverage at the given chunking (horizon, observation and executed-action steps): the share of
   steps that serve as the step a training window conditions on, and of each episode's last
-  ``COVERAGE_LAST_K`` steps, under each of the sampler's end-padding rules.
+  ``COVERAGE_LAST_K`` steps, under each of the sampler's end-padding rules;
+- given QA settings, the dataset QA report (``quality.py``: coverage per episode, action
+  divergence and modes, per-episode outliers, the expert, flags), saved as ``qa.json`` and
+  plots in the output folder (``quality_report.py``).
 
 For datasets with camera keys it writes ``grid.png`` (rows: up to ``GRID_EPISODES`` episodes
 spread over the dataset; columns: ``GRID_FRAMES`` frames spread over each episode, for each
@@ -37,6 +40,8 @@ from rich.table import Table
 from rich.text import Text
 
 from robopolicy.data.errors import DatasetError
+from robopolicy.data.quality import LAST_K, QualitySettings, assess_quality
+from robopolicy.data.quality_report import show_quality, write_quality
 from robopolicy.data.reader import ReplayBuffer
 from robopolicy.data.sampler import END_PADDING, conditioning_coverage
 
@@ -50,7 +55,7 @@ BAR_WIDTH = 40
 DEFAULT_VIDEO_FPS = 10.0
 MIN_TILE_HEIGHT = 64  # smaller frames are enlarged by an integer factor (nearest neighbour)
 IMAGE_TYPES = ("rgb", "depth")
-COVERAGE_LAST_K = 5  # the coverage table's "last k steps of each episode"
+COVERAGE_LAST_K = LAST_K  # the coverage table's "last k steps of each episode" (as the QA's)
 
 
 def inspect_dataset(
@@ -59,10 +64,13 @@ def inspect_dataset(
     out_dir: str | os.PathLike | None = None,
     console: Console | None = None,
     chunking: tuple[int, int, int] | None = None,
+    quality: QualitySettings | None = None,
 ) -> dict[str, Path]:
-    """Print the summary of the dataset at ``path``; write the grid and video; return the paths.
+    """Print the summary of the dataset at ``path``; write the QA files, grid and video; return
+    the paths written by name.
 
-    ``chunking`` is (horizon, n_obs_steps, n_action_steps) for the coverage table (None: none).
+    ``chunking`` is (horizon, n_obs_steps, n_action_steps) for the coverage table and the QA
+    report (None: neither); ``quality`` the QA report's settings (None: no QA report).
     """
     console = console or Console()
     buffer = ReplayBuffer.open(path)
@@ -75,16 +83,42 @@ def inspect_dataset(
     console.print(stats_table(buffer))
     if buffer.episode_meta:
         console.print(episode_meta_table(buffer))
-    if buffer.n_episodes:
-        console.print(
-            length_histogram(buffer.episode_lengths), markup=False, highlight=False, soft_wrap=True
-        )
-    if buffer.n_episodes and chunking is not None:
-        console.print(coverage_table(buffer.episode_lengths, *chunking))
-    cameras = image_keys(buffer)
-    if not cameras or not buffer.n_episodes:
+    if not buffer.n_episodes:
         return {}
+    console.print(
+        length_histogram(buffer.episode_lengths), markup=False, highlight=False, soft_wrap=True
+    )
     out = Path(out_dir) if out_dir is not None else default_out_dir(buffer.path)
+    written = {}
+    if chunking is not None:
+        console.print(coverage_table(buffer.episode_lengths, *chunking))
+    if chunking is not None and quality is not None:
+        report = assess_quality(buffer, chunking, quality)
+        show_quality(report, quality, console)
+        written.update(write_quality(report, quality, out))
+    cameras = image_keys(buffer)
+    if cameras:
+        written.update(write_media(buffer, cameras, episode, out))
+    legend = {
+        "qa": "the QA report for programs",
+        "qa_lengths": "episode lengths, outliers in red",
+        "qa_coverage": "conditioning-step coverage per episode",
+        "qa_divergence": "action divergence at the query steps",
+        "grid": f"rows: episodes {', '.join(map(str, grid_episodes(buffer.n_episodes)))}; "
+        f"columns: {GRID_FRAMES} frames of {', '.join(cameras)}",
+        "video": f"episode {episode}, {', '.join(cameras)} side by side",
+    }
+    for name, file in written.items():
+        console.print(
+            f"wrote {name}: {file} ({legend[name]})", markup=False, highlight=False, soft_wrap=True
+        )
+    return written
+
+
+def write_media(
+    buffer: ReplayBuffer, cameras: list[str], episode: int, out: Path
+) -> dict[str, Path]:
+    """grid.png and the episode's video into ``out`` (made if missing)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"grid": out / "grid.png", "video": out / f"episode_{episode}.mp4"}
     imageio.imwrite(written["grid"], image_grid(buffer, cameras))
@@ -92,15 +126,6 @@ def inspect_dataset(
     imageio.mimwrite(
         written["video"], list(frames), fps=buffer.fps or DEFAULT_VIDEO_FPS, macro_block_size=2
     )
-    rows = ", ".join(str(i) for i in grid_episodes(buffer.n_episodes))
-    legend = {
-        "grid": f"rows: episodes {rows}; columns: {GRID_FRAMES} frames of {', '.join(cameras)}",
-        "video": f"episode {episode}, {', '.join(cameras)} side by side",
-    }
-    for name, file in written.items():
-        console.print(
-            f"wrote {name}: {file} ({legend[name]})", markup=False, highlight=False, soft_wrap=True
-        )
     return written
 
 
