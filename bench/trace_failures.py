@@ -15,7 +15,8 @@ Per episode it prints success and length for both, and for every low-dim observa
 to three values: where it started, ended, and its range over the episode (e.g. ``object_pos``'s
 height, ``eef_to_object``'s norm, ``gripper_pos``), so a failure's stage shows (never reached
 the object, grasped and dropped, lifted too late). Everything, step by step (observations and
-actions of both), goes to ``<RUN_DIR>/trace/trace.npz`` and the summary to ``summary.json``.
+actions of both), goes to ``<RUN_DIR>/trace/trace.npz`` (``--out``) and the summary to
+``summary.json`` beside it.
 """
 
 from __future__ import annotations
@@ -172,12 +173,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="*", help="episode seeds (default: failed)")
     parser.add_argument("--max-seeds", type=int, default=20, help="failed seeds traced at most")
     parser.add_argument("--also-successes", type=int, default=0, help="successful seeds added")
+    parser.add_argument("--out", type=Path, help="folder for the traces (default: RUN_DIR/trace)")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.run_dir / ".hydra" / "config.yaml")
     policy, _ = load_policy(args.run_dir / "checkpoints" / "latest.safetensors")
     policy.eval()
-    out = args.run_dir / "trace"
-    out.mkdir(exist_ok=True)
+    out = args.out or args.run_dir / "trace"
+    out.mkdir(parents=True, exist_ok=True)
     arrays, summary = {}, {}
     for seed in chosen_seeds(args.run_dir, args):
         ours, theirs = policy_episode(policy, cfg, seed), expert_episode(cfg, seed)

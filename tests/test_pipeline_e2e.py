@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from tiny_runs import TINY_BC
@@ -138,6 +139,25 @@ def test_eval_reports_success_with_interval_and_latency(trained):
     assert results["success_ci95"] == pytest.approx(expected[results["successes"]], abs=1e-3)
     assert results["inference_ms_median"] > 0
     assert len(results["videos"]) == 1 and Path(results["videos"][0]).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_trace_failures_replays_the_final_evaluation_beside_the_expert(trained, tmp_path):
+    """bench/trace_failures.py rolls the run's episodes out again: the same outcomes as the
+    run's eval.json, each beside the scripted expert on its seed, step by step."""
+    outcome = json.loads((trained["run"] / "eval.json").read_text())
+    seeds = [str(seed) for seed in outcome["seeds"]]
+    _run("bench/trace_failures.py", str(trained["run"]), "--seeds", *seeds, "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted(summary) == sorted(seeds)
+    for seed in seeds:
+        ours, expert = summary[seed]["policy"], summary[seed]["expert"]
+        assert ours["success"] == (int(seed) not in outcome["failed_seeds"])
+        assert "eef_pos" in ours["keys"] and "eef_pos" in expert["keys"]
+    lengths = [summary[seed]["policy"]["length"] for seed in seeds]
+    assert np.mean(lengths) == pytest.approx(outcome["length_mean"])
+    traces = np.load(tmp_path / "trace.npz")
+    assert len(traces[f"{seeds[0]}/policy/action"]) == summary[seeds[0]]["policy"]["length"]
 
 
 @pytest.mark.slow
