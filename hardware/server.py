@@ -13,33 +13,23 @@ an episode, ask the task. The server is the robot's guard, so it trusts nothing 
   answered and logged the same way;
 * it binds loopback by default; binding any other address requires a shared ``token``, which
   every request must then carry (compared in constant time). A token, where one is given (on
-  any address), must have at least ``MIN_TOKEN_CHARS`` characters: an empty one (``--token ''``
+  any address), must have at least ``MIN_TOKEN_CHARS`` characters: an empty one (``token=''``
   or ``ROBOT_SERVER_TOKEN=``) would otherwise let every tokenless request in, a short one be
   guessed.
 
 Messages larger than ``HARD_LIMIT_BYTES`` are dropped by libzmq itself (it disconnects the
 sender) before they are buffered whole; smaller ones over the request limit get an error reply.
 
-CLI: ``python -m hardware.server --robot sim --env-id robopolicy/PushCube-v0 --env-kwargs
-'{"obs_mode": "rgb"}' --address tcp://127.0.0.1:5555 [--token T]``. It prints ``ready <endpoint>``
-once bound (``--address tcp://127.0.0.1:*``: a free port, named there), latches every arm's
-e-stop on SIGUSR1 (``kill -USR1 <pid>``) or, run in a terminal with one arm, on the key ``e``
-(``hardware.estop``); a client can latch and reset it too. It closes the robot (arms hold) on
+The program (``robopolicy-server`` or ``python -m hardware.server``, ``key=value`` arguments like
+every program: robopolicy_cli/server.py) builds the robot of its config, serves it, prints
+``ready <endpoint>`` once bound, latches every arm's e-stop on SIGUSR1 and closes the robot on
 SIGTERM or Ctrl-C. The token may also come from the environment variable ``ROBOT_SERVER_TOKEN``.
-Whatever it refuses (a bind without a valid token, checked before the robot is built; an arm it
-cannot reach; an address it cannot bind) it says in one line, ``robot server: error: ...``, and
-exits with status 2 (the token or the address) or 1 (the robot).
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import json
 import logging
-import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +57,7 @@ HARD_LIMIT_BYTES = 16 * MAX_REQUEST_BYTES  # libzmq drops larger messages (ZMQ_M
 POLL_MS = 100  # the loop wakes this often to notice a stop request
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
 MIN_TOKEN_CHARS = 16  # e.g. python -c "import secrets; print(secrets.token_urlsafe(24))"
+TOKEN_VARIABLE = "ROBOT_SERVER_TOKEN"  # the environment variable the program's token may come from
 
 
 def is_loopback(address: str) -> bool:
@@ -84,7 +75,7 @@ def token_problem(token: str | None, address: str) -> str | None:
             return None
         return (
             f"binding {address} (not loopback) needs a shared token of at least "
-            f"{MIN_TOKEN_CHARS} characters (--token or ROBOT_SERVER_TOKEN)"
+            f"{MIN_TOKEN_CHARS} characters (token=T or {TOKEN_VARIABLE})"
         )
     if not isinstance(token, str) or not MIN_TOKEN_CHARS <= len(token) <= MAX_STRING:
         given = "an empty token" if token == "" else f"a token of {len(str(token))} characters"
@@ -308,97 +299,7 @@ def serve(
     return server
 
 
-def main(argv: list[str] | None = None) -> None:
-    from robopolicy.config.locate import conf_options
+if __name__ == "__main__":  # python -m hardware.server: the program of robopolicy_cli/server.py
+    from robopolicy_cli.server import main
 
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog=f"robots (--hardware, conf/hardware/): {', '.join(conf_options('hardware'))}; "
-        f"registered tasks (conf/task/, their env ids for --env-id): "
-        f"{', '.join(conf_options('task'))}",
-    )
-    parser.add_argument("--robot", choices=["sim"], default="sim", help="the sim arm (--env-id)")
-    parser.add_argument(
-        "--hardware",
-        default=None,
-        help="serve the robot of conf/hardware/<NAME>.yaml instead (e.g. ur5e, franka), built "
-        "by hardware.factory.make_robot; --env-id etc. then do not apply",
-    )
-    parser.add_argument("--env-id", default="robopolicy/PushCube-v0")
-    parser.add_argument("--env-kwargs", default="{}", help="JSON dict for gym.make")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limits", default="{}", help="JSON dict of SafetyLimits overrides")
-    parser.add_argument("--camera-fps", type=float, default=None)
-    parser.add_argument("--address", default="tcp://127.0.0.1:5555")
-    parser.add_argument("--token", default=os.environ.get("ROBOT_SERVER_TOKEN"))
-    args = parser.parse_args(argv)
-    problem = token_problem(args.token, args.address)
-    if problem:  # before the robot is built: nothing to close, and no arm is moved
-        _refuse(problem, 2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    from hardware.estop import bind_estop_key
-
-    try:
-        robot = _configured_robot(args.hardware) if args.hardware else _sim_robot(args)
-    except (ConnectionError, ImportError, ValueError) as error:
-        _refuse(str(error), 1)
-    arms = list(robot.arms.values())
-
-    def estop_all(signum: int, frame: object) -> None:  # as hardware.estop, for every arm
-        for arm in arms:
-            arm.estop("signal SIGUSR1", blocking=False)
-
-    signal.signal(signal.SIGUSR1, estop_all)
-    unbind_key = bind_estop_key(arms[0]) if len(arms) == 1 else None  # None: not a terminal
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        ready = lambda endpoint: print(f"ready {endpoint}", flush=True)  # noqa: E731
-        serve(robot, args.address, args.token, stop, ready)
-    except zmq.ZMQError as error:
-        _refuse(f"cannot bind {args.address}: {error}", 2)
-    finally:
-        if unbind_key is not None:
-            unbind_key()
-        robot.close()
-    sys.exit(0)
-
-
-def _refuse(why: str, status: int) -> None:
-    """Say ``why`` in one line on stderr and exit with ``status`` (no traceback)."""
-    print(f"robot server: error: {' '.join(why.split())}", file=sys.stderr, flush=True)
-    raise SystemExit(status)
-
-
-def _sim_robot(args: argparse.Namespace):
-    from hardware.sim_robot import make_sim_robot
-
-    return make_sim_robot(
-        args.env_id,
-        json.loads(args.env_kwargs),
-        args.seed,
-        json.loads(args.limits),
-        args.camera_fps,
-    )
-
-
-def _configured_robot(name: str):
-    """The robot of ``conf/hardware/<name>.yaml``, composed with Hydra, arms behind SafetyLayer."""
-    from hydra import compose, initialize_config_dir
-
-    from hardware.factory import make_robot
-    from robopolicy.config.locate import conf_dir  # (importing robopolicy.config registers the
-    #   schemas conf/hardware/*.yaml select)
-
-    conf = conf_dir()
-    if not (conf / "hardware" / f"{name}.yaml").exists():
-        known = sorted(p.stem for p in (conf / "hardware").glob("*.yaml"))
-        raise ValueError(f"no conf/hardware/{name}.yaml (known: {known})")
-    with initialize_config_dir(config_dir=str(conf / "hardware"), version_base="1.3"):
-        return make_robot(compose(config_name=name))
-
-
-if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""The command-line programs: training, evaluation and deployment, and the dataset tools.
+"""The command-line programs: training, evaluation and deployment, the robot server and the
+dataset tools.
 
 Each module is one program with a ``main()``, on top of ``robopolicy``, ``sim`` and ``hardware``
 (the only package that imports all three). The repository's ``train.py``, ``eval.py`` and

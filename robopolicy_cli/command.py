@@ -8,9 +8,10 @@ expected>``, and exit status 2 (robopolicy.config.errors, robopolicy.utils.cli).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from robopolicy.utils.run_dir import discarded_if_unused
 
 HELP_FLAGS = ("-h", "--help")
 HELP_WIDTH = 100  # columns --help wraps its text to
+# a mapping key that override() writes unquoted: a name, but none that Hydra reads as a value
+DICT_KEY = re.compile(r"(?!(?i:null|true|false|inf|nan)\Z)[A-Za-z_][A-Za-z0-9_]*")
 HYDRA_NOTE = (  # what the Hydra programs (train, eval, collect) take beyond key=value
     "Hydra's own options work too: --cfg job prints the composed config, --hydra-help lists "
     "Hydra's, hydra.run.dir=DIR sets the run directory."
@@ -44,11 +47,12 @@ class Usage:
     #   "+experiment": one whose option is added (+GROUP=NAME)
     arguments: str = "[KEY=VALUE ...]"  # the usage line's arguments
     notes: tuple[str, ...] = ()  # lines after the examples
+    tasks: str = "task=NAME, conf/task/"  # how the program picks one of the registered tasks
 
     def text(self, program: str) -> str:
         lines = [f"usage: {program} {self.arguments}", "", *_wrap(self.summary), "", "examples:"]
         lines += [f"  {program} {example}" for example in self.examples]
-        lines += ["", "registered tasks (task=NAME, conf/task/):"]
+        lines += ["", f"registered tasks ({self.tasks}):"]
         lines += _wrap(", ".join(conf_options("task")), "  ")
         for group in self.groups:  # "+experiment": a group whose option is added, not replaced
             folder = group.lstrip("+")
@@ -69,6 +73,40 @@ def _wrap(text: str, indent: str = "", hanging: str | None = None) -> list[str]:
     ``hanging`` (default: the same)."""
     later = indent if hanging is None else hanging
     return textwrap.wrap(text, HELP_WIDTH, initial_indent=indent, subsequent_indent=later)
+
+
+def override(key: str, value: Any) -> str:
+    """The argument ``key=value`` that sets ``key`` to ``value`` (a mapping, list, string,
+    number, boolean or None) when a program of ours reads it back, whatever characters its
+    strings hold."""
+    return f"{key}={_hydra_value(value)}"
+
+
+def _hydra_value(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        return repr(value)  # inf and nan are Hydra's too
+    if isinstance(value, str):
+        return _quoted(value)
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str) or not DICT_KEY.fullmatch(key):
+                expected = "a name of ASCII letters, digits and _ (not null, true, false, inf, nan)"
+                raise ValueError(f"mapping key {key!r}: expected {expected}")
+        return "{" + ", ".join(f"{key}: {_hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_hydra_value(item) for item in value) + "]"
+    raise TypeError(f"cannot pass a {type(value).__name__} as an argument: {value!r}")
+
+
+def _quoted(text: str) -> str:
+    r"""``text`` in Hydra's double quotes, read back as ``text``: OmegaConf reads ``\${`` as a
+    literal ``${`` (not an interpolation), Hydra ``\"`` as a quote; the backslashes just before
+    either, or before the closing quote, are doubled (each pair reads as one)."""
+    text = re.sub(r"(\\*)\$\{", lambda found: found[1] * 2 + r"\${", text)
+    text = re.sub(r'(\\*)("|\Z)', lambda found: found[1] * 2 + found[2].replace('"', r"\""), text)
+    return f'"{text}"'
 
 
 def program_name() -> str:

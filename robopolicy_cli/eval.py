@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -44,7 +46,7 @@ from robopolicy.policies.registry import load_policy
 from robopolicy.training.run_logger import RunLogger
 from robopolicy.utils.device import resolve_device
 from robopolicy.utils.stats import wilson_interval
-from robopolicy_cli.command import HYDRA_NOTE, Usage, run_hydra_program, run_in_run_dir
+from robopolicy_cli.command import HYDRA_NOTE, Usage, override, run_hydra_program, run_in_run_dir
 
 log = logging.getLogger("eval")  # every message: the terminal and <run_dir>/eval.log (Hydra)
 deploy_log = logging.getLogger("eval.deploy")
@@ -266,25 +268,26 @@ def _safety_report(arm) -> dict:
 
 def start_server(hardware: dict, env_id: str, env_kwargs: dict, settings, out_dir: Path):
     """``(process, address)``: ``python -m hardware.server`` serving the sim robot of
-    ``hardware`` on loopback; its output goes to ``server.log`` in the run directory."""
+    ``hardware`` on loopback; its output goes to ``server.log`` in the run directory. The token
+    travels in the server's environment, so it is neither logged nor shown by ``ps``."""
+    from hardware.server import TOKEN_VARIABLE
+
     address = f"tcp://127.0.0.1:{settings.port or _free_port()}"
-    command = [
-        *(sys.executable, "-m", "hardware.server", "--robot", "sim", "--address", address),
-        *("--env-id", env_id, "--env-kwargs", json.dumps(env_kwargs)),
-        *(
-            "--seed",
-            str(hardware.get("seed", 0)),
-            "--limits",
-            json.dumps(hardware.get("limits") or {}),
-        ),
-    ]
-    if hardware.get("camera_fps"):
-        command += ["--camera-fps", str(hardware["camera_fps"])]
-    if settings.token:
-        command += ["--token", settings.token]
-    deploy_log.info(f"starting the robot server: {' '.join(command)}")
+    keys = {
+        "robot": "sim",
+        "address": address,
+        "env_id": env_id,
+        "+env_kwargs": env_kwargs,  # +: a mapping merged into the schema's empty one
+        "seed": hardware.get("seed", 0),
+        "+limits": hardware.get("limits") or {},
+        "camera_fps": hardware.get("camera_fps"),
+    }
+    command = [sys.executable, "-m", "hardware.server"]
+    command += [override(key, value) for key, value in keys.items()]
+    environment = {**os.environ, TOKEN_VARIABLE: settings.token} if settings.token else None
+    deploy_log.info(f"starting the robot server: {shlex.join(command)}")
     with open(out_dir / "server.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     return process, address
 
 

@@ -12,7 +12,6 @@ and is stopped ``stop_after`` later.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -51,10 +50,8 @@ def start_server(
         sys.executable,
         "-m",
         "hardware.server",
-        "--env-kwargs",
-        json.dumps({"obs_mode": obs_mode, "image_size": 32}),
-        "--address",
-        address,
+        f"+env_kwargs={{obs_mode: {obs_mode}, image_size: 32}}",
+        f"address={address}",
         *extra,
     ]
     log = open(log_path, "w")  # noqa: SIM115 (the server writes it until the end)
@@ -69,7 +66,7 @@ def server(tmp_path_factory):
     """A server bound to every interface (a public bind: it needs the token), reached over
     loopback."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    process, endpoint = start_server(log_path, "--token", TOKEN, address="tcp://0.0.0.0:*")
+    process, endpoint = start_server(log_path, f"token={TOKEN}", address="tcp://0.0.0.0:*")
     yield process, endpoint, log_path
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
@@ -172,9 +169,9 @@ def test_serving_beyond_loopback_needs_a_token_and_arms_need_a_safety_layer():
 @pytest.mark.parametrize(
     ("extra", "env", "refusal"),
     [
-        (["--token", ""], {}, "an empty token is refused"),
+        (["token=''"], {}, "an empty token is refused"),
         ([], {"ROBOT_SERVER_TOKEN": ""}, "an empty token is refused"),
-        (["--token", "fifteen-chars.."], {}, "a token of 15 characters is refused"),
+        (["token=fifteen-chars.."], {}, "a token of 15 characters is refused"),
         ([], {}, "needs a shared token of at least 16 characters"),
     ],
     ids=["empty", "empty-env", "short", "missing"],
@@ -184,7 +181,7 @@ def test_public_bind_without_a_valid_token_exits_with_one_line(extra, env, refus
     environment = {key: value for key, value in os.environ.items() if key != "ROBOT_SERVER_TOKEN"}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", "--address", address, *extra],
+        [sys.executable, "-m", "hardware.server", f"address={address}", *extra],
         capture_output=True,
         text=True,
         timeout=60,
@@ -193,20 +190,20 @@ def test_public_bind_without_a_valid_token_exits_with_one_line(extra, env, refus
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.startswith("robot server: error: ") and refusal in done.stderr
+    assert done.stderr.startswith("server.py: error: ") and refusal in done.stderr
     assert time.monotonic() - started < 30  # refused before the robot is built
 
 
 def test_short_token_is_refused_on_loopback_too():
     done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", "--token", "short"],
+        [sys.executable, "-m", "hardware.server", "token=short"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert done.stderr.startswith("robot server: error: a token of 5 characters is refused")
+    assert done.stderr.startswith("server.py: error: a token of 5 characters is refused")
 
 
 def test_wrong_empty_short_or_missing_token_is_refused_on_a_public_bind(server, robot):
@@ -476,9 +473,9 @@ def test_fuzzed_messages_get_error_replies_and_the_server_keeps_serving(server, 
 
 
 def test_server_of_an_unreachable_configured_arm_exits_with_one_clear_line():
-    """`--hardware ur5e` builds the configured UR arm; with no arm there, one line names it."""
+    """`hardware=ur5e` builds the configured UR arm; with no arm there, one line names it."""
     done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", "--hardware", "ur5e"],
+        [sys.executable, "-m", "hardware.server", "hardware=ur5e"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -486,5 +483,5 @@ def test_server_of_an_unreachable_configured_arm_exits_with_one_clear_line():
     )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("robot server: error: ") and "192.168.1.10" in last
+    assert last.startswith("server.py: error: ") and "192.168.1.10" in last
     assert "Traceback" not in done.stderr

@@ -130,12 +130,12 @@ def test_installed_wheel_runs_the_journey_from_another_folder(venv):
     assert "site-packages" in where.stdout and str(ROOT) not in where.stdout
 
     # every program prints its usage and the registered tasks
-    for program in ("train", "eval", "collect", "convert", "inspect", "teleop"):
+    for program in ("train", "eval", "collect", "convert", "inspect", "teleop", "server"):
         shown = venv.run(f"robopolicy-{program}", "--help")
         assert (
             shown.stdout.startswith(f"usage: robopolicy-{program}") and "push_cube" in shown.stdout
         )
-    assert "--address" in venv.run("robopolicy-server", "--help").stdout
+    assert "hardware=NAME (conf/hardware/)" in shown.stdout  # the server's: the robots it serves
 
     # the default task's demos, generated here, where training looks for them by default
     venv.run("robopolicy-collect", "n_episodes=4", "task.env_kwargs.obs_mode=state")

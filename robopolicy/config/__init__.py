@@ -9,7 +9,8 @@ work starts and raises one ``ConfigError`` line naming the key, its value and wh
 - run.py: train.py's config (task, data, eval, logger, device and threads);
 - policy.py: the policy kinds and the denoiser backbones;
 - algos.py, chain_ppo.py: the training algorithms (BC, DSRL; DPPO and ReinFlow);
-- evaluation.py, hardware.py: eval.py's config and the robots it deploys to;
+- evaluation.py, hardware.py: eval.py's config, the robots it deploys to and the robot server's
+  config;
 - collect.py: datasets/collect.py's config;
 - dataset_tools.py: the configs of robopolicy-inspect, robopolicy-convert and robopolicy-teleop.
 """

@@ -9,7 +9,8 @@ types say that null is allowed, and what null means is in the field's comment.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -37,13 +38,16 @@ class ConfigError(ValueError):
 
 
 def show(value: Any) -> str:
-    """A value as a user writes it on the command line: ``abc``, ``-1``, ``[1, 2]``, ``null``."""
+    """A value as a user writes it on the command line: ``abc``, ``-1``, ``[1, 2]``, ``{a: 1}``,
+    ``null``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list | tuple):
         return "[" + ", ".join(show(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key}: {show(item)}" for key, item in value.items()) + "}"
     return str(value)
 
 
@@ -51,6 +55,15 @@ def require(condition: bool, key: str, value: Any, expected: str) -> None:
     """Raise ``ConfigError(key, value, expected)`` unless ``condition``."""
     if not condition:
         raise ConfigError(key, value, expected)
+
+
+def default_of(node: Any, name: str) -> Any:
+    """The default of the field ``name`` of the schema dataclass ``node`` (a fresh value for a
+    field with a default factory)."""
+    item = next(item for item in dataclasses.fields(node) if item.name == name)
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return item.default
 
 
 def _values(node: Any, names: Iterable[str]) -> Iterable[tuple[str, Any]]:

@@ -4,8 +4,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import II, MISSING
@@ -13,6 +12,7 @@ from omegaconf import II, MISSING
 from robopolicy.config.checks import (
     ConfigError,
     at_least,
+    default_of,
     in_range,
     one_of,
     positive,
@@ -139,15 +139,9 @@ class ConvertConfig:
     def check(self) -> None:
         one_of(self, "command", CONVERSIONS)
         takes = CONVERSIONS[self.command]
-        defaults = {
-            item.name: item.default_factory()
-            if item.default_factory is not dataclasses.MISSING
-            else item.default
-            for item in fields(self)
-        }
         for key in COMMAND_KEYS:
             value = getattr(self, key)
-            if key not in takes and value != defaults[key]:
+            if key not in takes and value != default_of(self, key):
                 expected = f"{self.command} takes no {key} (it takes {', '.join(takes)})"
                 raise ConfigError(key, value, expected)
         positive(self, "fps")

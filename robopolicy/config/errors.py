@@ -31,7 +31,7 @@ from robopolicy.config.checks import ConfigError
 from robopolicy.utils.cli import run_reporting_errors
 
 # the programs' own configs (conf/<name>.yaml); an error in any other file names it
-PRIMARY_CONFIGS = ("config", "eval", "collect", "inspect", "convert", "teleop")
+PRIMARY_CONFIGS = ("config", "eval", "collect", "inspect", "convert", "teleop", "server")
 
 # OmegaConf's conversion messages -> what the key expects
 _EXPECTED = (

@@ -19,7 +19,7 @@ from robopolicy.config.chain_ppo import DPPOConfig, ReinFlowConfig
 from robopolicy.config.collect import CollectConfig
 from robopolicy.config.dataset_tools import ConvertConfig, InspectConfig, TeleopRecordingConfig
 from robopolicy.config.evaluation import EvalConfig
-from robopolicy.config.hardware import RealRobotConfig, SimRobotConfig
+from robopolicy.config.hardware import RealRobotConfig, ServerConfig, SimRobotConfig
 from robopolicy.config.policy import (
     DiffusionPolicyConfig,
     FlowPolicyConfig,
@@ -38,6 +38,7 @@ SCHEMAS = {
         "inspect": InspectConfig,
         "convert": ConvertConfig,
         "teleop": TeleopRecordingConfig,
+        "server": ServerConfig,
     },
     "schema/algo": {
         "bc": BCConfig,
