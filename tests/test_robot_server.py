@@ -24,6 +24,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from server_process import run_server
 
 from hardware.client import RemoteError, connect
 from hardware.interfaces import Arm, ArmCommand, Robot
@@ -180,14 +181,7 @@ def test_serving_beyond_loopback_needs_a_token_and_arms_need_a_safety_layer():
 def test_public_bind_without_a_valid_token_exits_with_one_line(extra, env, refusal, address):
     environment = {key: value for key, value in os.environ.items() if key != "ROBOT_SERVER_TOKEN"}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", f"address={address}", *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env={**environment, **env},
-    )
+    done = run_server(f"address={address}", *extra, env={**environment, **env})
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("server.py: error: ") and refusal in done.stderr
@@ -195,13 +189,7 @@ def test_public_bind_without_a_valid_token_exits_with_one_line(extra, env, refus
 
 
 def test_short_token_is_refused_on_loopback_too():
-    done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", "token=short"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    done = run_server("token=short")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("server.py: error: a token of 5 characters is refused")
 
@@ -474,13 +462,7 @@ def test_fuzzed_messages_get_error_replies_and_the_server_keeps_serving(server, 
 
 def test_server_of_an_unreachable_configured_arm_exits_with_one_clear_line():
     """`hardware=ur5e` builds the configured UR arm; with no arm there, one line names it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", "hardware=ur5e"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    done = run_server("hardware=ur5e", timeout=120)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("server.py: error: ") and "192.168.1.10" in last

@@ -6,13 +6,13 @@ server with read back as the values it meant (the server itself: test_robot_serv
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
+from server_process import run_server
 
 from robopolicy.config import validate
 from robopolicy.config.locate import conf_dir, conf_options
@@ -64,14 +64,8 @@ def test_a_bad_argument_is_one_line_with_status_2_and_no_robot_is_built(cli, cap
 
 
 def test_the_module_entry_point_refuses_in_one_line_too():
-    done = subprocess.run(
-        [sys.executable, "-m", "hardware.server", "seed=abc"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env={key: value for key, value in os.environ.items() if key not in TRACEBACK_VARIABLES},
-    )
+    quiet = {key: value for key, value in os.environ.items() if key not in TRACEBACK_VARIABLES}
+    done = run_server("seed=abc", env=quiet)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == "server.py: error: seed=abc: expected an integer\n"
 
