@@ -246,6 +246,7 @@ def run_deploy_episodes(cfg, robot, runtime, max_ticks: int, recorder) -> tuple[
                 "success": bool(result.success),
                 "ticks": result.ticks,
                 "actions_sent": result.actions_sent,
+                "actions_not_forwarded": result.actions_not_forwarded,  # withheld by the layer
                 "missed_ticks": result.missed_ticks,
                 "stale_actions": result.stale_actions,
             }

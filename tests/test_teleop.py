@@ -171,10 +171,13 @@ def test_teleop_on_the_sim_arm_records_a_dataset_that_trains(tmp_path):
         "object_to_goal",
     }
     first, second = buffer.get_episode(0), buffer.get_episode(1)
-    # the recorded actions are the commanded ee_delta: +x at half a step while w was held
-    assert (first["action"][:, 0] == 0.5).sum() >= 5 and (first["action"][:, 1] == 0).all()
+    # the recorded actions are the commanded ee_delta: +x at half a step a w press (8 of them;
+    # presses that a loaded machine delivers in one tick add up, to at most a full step)
+    assert (first["action"][:, 0] >= 0).all() and first["action"][:, 0].sum() >= 2.0
+    assert (first["action"][:, 1] == 0).all()
     assert first["action"][-1, 6] == 1.0  # gripper closed by the space bar
-    assert (second["action"][:, 1] == 0.5).sum() >= 3 and (second["action"][:, 0] == 0).all()
+    assert (second["action"][:, 1] >= 0).all() and second["action"][:, 1].sum() >= 1.5  # 6 a's
+    assert (second["action"][:, 0] == 0).all()
     # ... and the sim arm followed them
     assert first["eef_pos"][-1, 0] - first["eef_pos"][0, 0] > 0.05
     assert second["eef_pos"][-1, 1] - second["eef_pos"][0, 1] > 0.03
@@ -258,4 +261,6 @@ def test_append_onto_a_dataset_with_no_episode_saves_its_first(tmp_path):
     assert f"saved 1 episodes to {dataset}" in stdout
     buffer = ReplayBuffer.open(dataset)
     assert buffer.n_episodes == 1 and list(buffer.episode_meta["seed"]) == [7]
-    assert (buffer.get_episode(0)["action"][:, 1] == -0.5).sum() >= 2  # d: -y at half a step
+    # d: -y at half a step a press (presses that land in one tick add up, to at most a full step)
+    sideways = buffer.get_episode(0)["action"][:, 1]
+    assert (sideways <= 0).all() and sideways.sum() <= -1.0, sideways
