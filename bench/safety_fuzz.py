@@ -4,7 +4,8 @@ layer of every arm; none outside a limit, non-finite or with a non-unit quaterni
     MUJOCO_GL=egl .venv/bin/python bench/safety_fuzz.py    # 1,000,000 commands, ~5 min here
     MUJOCO_GL=egl .venv/bin/python bench/safety_fuzz.py --commands 30000 --out /tmp/fuzz.json
 
-Arms (``make_arms``), each with its limits, forward kinematics and a home pose in its box:
+Arms (``make_arms``, bench/safety_fuzz_arms.py), each with its limits, forward kinematics and a
+home pose in its box:
 
 * ``panda``: the sim arm, ``hardware.sim_robot.sim_safety_limits`` of PushCube (its workspace box,
   the Panda model's joint range), the grip site's MuJoCo kinematics;
@@ -47,25 +48,28 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # safety_fuzz_arms, beside this file
 
 import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from safety_fuzz_arms import (  # noqa: E402
+    ARM_NAMES,
+    FakeClock,
+    FuzzArm,
+    RecordingArm,
+    RecordingGripper,
+    make_arms,
+)
 
-from hardware.interfaces import Arm, ArmCommand, ArmState, Gripper, GripperCommand  # noqa: E402
-from hardware.kinematics import franka_kinematics, ur5e_kinematics  # noqa: E402
-from hardware.limits import SafetyLimits, rotation_angle  # noqa: E402
+from hardware.interfaces import ArmCommand, ArmState, GripperCommand  # noqa: E402
+from hardware.limits import rotation_angle  # noqa: E402
 from hardware.safety import GripperGuard, SafetyLayer  # noqa: E402
-from robopolicy.config.locate import conf_dir  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "safety_fuzz.json"
-ARM_NAMES = ("panda", "ur5e", "franka")
 KINDS = ("joint", "pose", "gripper")
 OUTCOMES = ("forwarded", "clamped", "rejected", "stale", "held")
 EXTREMES = (np.nan, np.inf, -np.inf, 1e308, -1e308, sys.float_info.max, 1e300, -1e300)
@@ -75,99 +79,6 @@ QUAT_SCALES = (1e-300, 1e-9, 0.5, 1.0, 1e3, 1e150, 1e300)
 OFFSETS = (0.0, 0.01, 0.05, 0.2, 9.0, 100.0, 1e300, -0.01)  # target time minus now, s
 ODD_TIMES = (math.nan, math.inf, -math.inf, "soon", None, True, 10**400, -1e300, 1j)
 UNIT_TOLERANCE = 1e-9
-
-
-@dataclass(frozen=True)
-class FuzzArm:
-    """An arm to fuzz: its limits, forward kinematics (joints -> hand) and home pose."""
-
-    name: str
-    limits: SafetyLimits
-    fk: object
-    home: np.ndarray
-    home_quat: np.ndarray
-
-
-def make_arms(names=ARM_NAMES) -> dict[str, FuzzArm]:
-    """The arms of the module doc (the sim's PushCube env is built only for ``panda``)."""
-    arms = {}
-    if "panda" in names:
-        import gymnasium as gym
-
-        import sim
-        from hardware.kinematics import sim_arm_kinematics
-        from hardware.sim_robot import sim_safety_limits
-
-        env = gym.make(sim.PUSH_CUBE_ID, obs_mode="state").unwrapped
-        env.reset(seed=0)
-        world = SimpleNamespace(  # what sim_safety_limits reads of a SimWorld
-            env=env,
-            joint_low=env.controller.joint_low,
-            joint_high=env.controller.joint_high,
-            control_period=env.substeps * env.model.opt.timestep,
-        )
-        fk = sim_arm_kinematics(env.model, "panda")
-        home = np.asarray(env.arm.home_qpos, dtype=np.float64)
-        arms["panda"] = FuzzArm("panda", sim_safety_limits(world), fk, home, env.home_quat)
-    down = np.array([0.0, 1.0, 0.0, 0.0])
-    real = {
-        "ur5e": (ur5e_kinematics(), [0.0, -math.pi / 2, math.pi / 2, -math.pi / 2, -1.57, 0.0]),
-        "franka": (franka_kinematics(), [0.0, -math.pi / 4, 0.0, -2.356, 0.0, 1.571, 0.785]),
-    }
-    for name in names:
-        if name in real:
-            fk, home = real[name]
-            config = OmegaConf.load(conf_dir() / "hardware" / f"{name}.yaml")
-            limits = SafetyLimits(**OmegaConf.to_container(config.safety.arm))
-            arms[name] = FuzzArm(name, limits, fk, np.array(home), down)
-    return arms
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class RecordingArm(Arm):
-    """Keeps the last command forwarded, with the state and time it met; jumps to it."""
-
-    def __init__(self, clock: FakeClock, arm: FuzzArm) -> None:
-        self.clock, self.fk = clock, arm.fk
-        self.state = ArmState(arm.home, np.zeros(len(arm.home)), arm.fk(arm.home), arm.home_quat, 0)
-        self.last: tuple[ArmCommand, ArmState, float] | None = None
-
-    def read_state(self) -> ArmState:
-        return self.state
-
-    def send_command(self, command: ArmCommand) -> None:
-        self.last = (command, self.state, self.clock())
-        old, now = self.state, self.clock()
-        if command.is_joint:
-            joints = command.joint_positions
-            velocity = (joints - old.joint_positions) / 0.01
-            self.state = ArmState(joints, velocity, self.fk(joints), old.ee_quat, now)
-        else:
-            self.state = ArmState(
-                old.joint_positions, old.joint_velocities, command.ee_position, command.ee_quat, now
-            )
-
-    def hold(self) -> None:
-        """Holding, stopping and closing change nothing measured here."""
-
-    stop = close = hold
-
-
-class RecordingGripper(Gripper):
-    """Keeps the last command it got; measures nothing."""
-
-    last: GripperCommand | None = None
-    read_state = close = RecordingArm.hold
-
-    def send_command(self, command: GripperCommand) -> None:
-        self.last = command
 
 
 # ---- drawing commands ---------------------------------------------------------------------
