@@ -163,18 +163,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     """Open the data, fit the normalizer on the training episodes, build the policy, its EMA,
     the optimizer, the schedule and the loader (in this order: the RNG draws depend on it)."""
     algo = cfg.algo
-    if not Path(cfg.task.dataset_path).exists():
-        raise DatasetError(cfg.task.dataset_path, f"no dataset here; {missing_dataset_hint(cfg)}")
-    # every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
-    # and header): one line
-    decode_up_to = cfg.data.preflight_decode_images_mb * 2**20
-    verified = check_dataset(
-        cfg.task.dataset_path,
-        images="presence",
-        decode_images_up_to=decode_up_to,
-        progress=cfg.progress,
-    )
-    log.info(f"dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
+    _verify_dataset(cfg)
     dataset = _open_dataset(cfg)
     _report_image_path(dataset.sampler, cfg.data.decoded_cache_mb)
     _report_coverage(dataset.sampler)
@@ -244,6 +233,20 @@ def _resume(run: BCRun, path: str, ranks: Distributed) -> int:
     if run.rank_states is not None:
         run.rank_states.apply()
     return int(checkpoint["step"])
+
+
+def _verify_dataset(cfg: DictConfig) -> None:
+    """Every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
+    and header): one line."""
+    if not Path(cfg.task.dataset_path).exists():
+        raise DatasetError(cfg.task.dataset_path, f"no dataset here; {missing_dataset_hint(cfg)}")
+    verified = check_dataset(
+        cfg.task.dataset_path,
+        images="presence",
+        decode_images_up_to=cfg.data.preflight_decode_images_mb * 2**20,
+        progress=cfg.progress,
+    )
+    log.info(f"dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
 
 
 def _set_ema_step(ema: EMA, saved: dict) -> None:
