@@ -89,7 +89,7 @@ def step_before(run: bc.BCRun, batches, seconds: dict) -> None:
 
 
 def step_after(run: bc.BCRun, batches, seconds: dict) -> None:
-    bc._train_step(run, batches, nullcontext(), bc.SINGLE_PROCESS, seconds, sync=False)
+    bc._train_step(run, batches, nullcontext(), seconds, sync=False)
 
 
 def build(dataset: Path, overrides: list[str], run_dir: Path) -> bc.BCRun:

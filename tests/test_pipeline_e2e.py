@@ -12,23 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
-from tiny_runs import TINY_BC
+from tiny_runs import TINY_TRAINING
 
 from robopolicy.policies.registry import load_policy
 from robopolicy.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
-
-TINY_TRAINING = [
-    "task.env_kwargs.obs_mode=state",
-    *TINY_BC,
-    "eval.n_envs=1",
-    "eval.video_episodes=1",
-    "task.max_episode_steps=12",
-    "torch_threads=1",
-    "logger=none",
-]
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:

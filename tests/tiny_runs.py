@@ -1,5 +1,6 @@
 """The overrides of a tiny training run (a 32x32 MLP, 20 steps, 2 evaluation episodes): what the
-end-to-end tests (tests/test_pipeline_e2e.py, tests/test_wheel.py) train with."""
+end-to-end tests (tests/test_pipeline_e2e.py, test_distributed_e2e.py, test_wheel.py) train
+with."""
 
 TINY_POLICY = [  # a 32x32 MLP denoiser over 4-step chunks, 2 of them executed
     "backbone=mlp",
@@ -19,4 +20,13 @@ TINY_BC = [
     "data.val_ratio=0.25",
     "eval.n_episodes=2",
     "eval.n_episodes_during_training=2",
+]
+TINY_TRAINING = [  # train.py on a state-observation dataset: TINY_BC, 12-step evaluations
+    "task.env_kwargs.obs_mode=state",
+    *TINY_BC,
+    "eval.n_envs=1",
+    "eval.video_episodes=1",
+    "task.max_episode_steps=12",
+    "torch_threads=1",
+    "logger=none",
 ]

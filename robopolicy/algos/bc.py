@@ -39,11 +39,14 @@ from robopolicy.data.verify import check_dataset
 from robopolicy.eval.evaluate import evaluate_policy, success_metrics
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.registry import build_policy, policy_state
+from robopolicy.training.checkpoint import load_checkpoint
 from robopolicy.training.distributed import (
     SINGLE_PROCESS,
     Distributed,
-    average_gradients,
-    broadcast_parameters,
+    LossFunction,
+    RankStates,
+    check_world_size,
+    data_parallel,
     weights_digest,
 )
 from robopolicy.training.ema import EMA
@@ -74,6 +77,7 @@ class BCRun:
     data, and where results go."""
 
     policy: BasePolicy
+    loss: LossFunction  # batch -> losses: policy.compute_loss, or through DDP under torchrun
     parameters: list[torch.nn.Parameter]  # the policy's, listed once (not per step)
     ema: EMA
     optimizer: torch.optim.Optimizer
@@ -84,6 +88,7 @@ class BCRun:
     topk: TopKCheckpoints
     logger: RunLogger
     state: RunState
+    rank_states: RankStates | None  # under torchrun: every rank's RNG states in checkpoints
 
 
 def train_bc(
@@ -94,9 +99,9 @@ def train_bc(
 ) -> dict[str, Any]:
     """Run behaviour cloning as configured; returns the last metrics and the step reached.
 
-    Under torchrun (``ranks.world_size`` > 1) each rank trains on its share of the data, gradients
-    are averaged every step (robopolicy/training/distributed.py), and rank 0 alone logs, evaluates
-    and writes checkpoints.
+    Under torchrun (``ranks.world_size`` > 1) each rank trains on its share of the data, DDP
+    averages the gradients during each backward pass (robopolicy/training/distributed.py), and
+    rank 0 alone logs, evaluates and writes checkpoints (with every rank's RNG states).
     """
     device = torch.device(device)
     seed_everything(cfg.seed)
@@ -104,7 +109,7 @@ def train_bc(
     run = _build_run(cfg, run_dir, device, ranks)
     step = 0
     if cfg.resume:
-        step = int(run.state.restore(cfg.resume)["step"])
+        step = _resume(run, cfg.resume, ranks)
         run.logger.rewind(step)
         log.info(f"resumed from {cfg.resume} at step {step}")
     autocast = (
@@ -121,7 +126,7 @@ def train_bc(
     run.policy.train()  # evaluation and validation use the EMA copy: the policy stays in train mode
     while step < stop_at:
         log_now = (step + 1) % algo.log_every == 0 or step + 1 == algo.num_steps
-        losses, grad_norm = _train_step(run, batches, autocast, ranks, seconds, sync=log_now)
+        losses, grad_norm = _train_step(run, batches, autocast, seconds, sync=log_now)
         step += 1
         progress.update(1)
         if log_now:
@@ -138,6 +143,8 @@ def train_bc(
             weights = run.state.snapshot(step, metrics, parts=BEST_K_PARTS)
             run.topk.offer(step, metrics["eval/success_rate"], weights)
         checkpoint_now = step % algo.checkpoint_every == 0 or step in (algo.num_steps, stop_at)
+        if checkpoint_now and run.rank_states is not None:
+            run.rank_states.gather()  # collective: every rank, then rank 0 saves
         if ranks.is_main and checkpoint_now:
             run.state.save(checkpoint, step, metrics)
     progress.close()
@@ -156,18 +163,7 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     """Open the data, fit the normalizer on the training episodes, build the policy, its EMA,
     the optimizer, the schedule and the loader (in this order: the RNG draws depend on it)."""
     algo = cfg.algo
-    if not Path(cfg.task.dataset_path).exists():
-        raise DatasetError(cfg.task.dataset_path, f"no dataset here; {missing_dataset_hint(cfg)}")
-    # every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
-    # and header): one line
-    decode_up_to = cfg.data.preflight_decode_images_mb * 2**20
-    verified = check_dataset(
-        cfg.task.dataset_path,
-        images="presence",
-        decode_images_up_to=decode_up_to,
-        progress=cfg.progress,
-    )
-    log.info(f"dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
+    _verify_dataset(cfg)
     dataset = _open_dataset(cfg)
     _report_image_path(dataset.sampler, cfg.data.decoded_cache_mb)
     _report_coverage(dataset.sampler)
@@ -177,8 +173,8 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
     normalizer.fit_replay_buffer(buffer, dataset.sampler.split.train)
     policy = build_policy(cfg.policy.kind, shape_meta, normalizer, _policy_args(cfg))
     policy.to(device)
+    loss = data_parallel(policy, ranks, algo.ddp_bucket_mb)  # under torchrun: rank 0's weights
     if ranks.enabled:
-        broadcast_parameters(policy)
         torch.manual_seed(cfg.seed + ranks.rank)  # each rank draws its own diffusion noise
     ema = EMA(policy, **algo.ema)
     optimizer = torch.optim.AdamW(
@@ -198,20 +194,22 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
         world_size=ranks.world_size,
     )
     topk = TopKCheckpoints(run_dir / "checkpoints", algo.top_k)
-    state = RunState(
-        parts={
-            "policy": policy_state(policy),
-            "ema_policy": policy_state(policy, ema.averaged),
-            "ema": StateOf(lambda: {"step": ema.step}, lambda saved: _set_ema_step(ema, saved)),
-            "optimizer": optimizer,
-            "scheduler": scheduler,
-            "loader": loader,
-            "topk": topk,
-        },
-        facts={**run_facts(cfg), "dataset": str(buffer.path)},
-    )
+    rank_states = RankStates(ranks) if ranks.enabled else None
+    parts = {
+        "policy": policy_state(policy),
+        "ema_policy": policy_state(policy, ema.averaged),
+        "ema": StateOf(lambda: {"step": ema.step}, lambda saved: _set_ema_step(ema, saved)),
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "loader": loader,
+        "topk": topk,
+    }
+    if rank_states is not None:
+        parts["ranks"] = rank_states
+    state = RunState(parts, facts={**run_facts(cfg), "dataset": str(buffer.path)})
     return BCRun(
         policy=policy,
+        loss=loss,
         parameters=list(policy.parameters()),
         ema=ema,
         optimizer=optimizer,
@@ -222,14 +220,40 @@ def _build_run(cfg: DictConfig, run_dir: Path, device: torch.device, ranks: Dist
         topk=topk,
         logger=RunLogger.for_run(cfg, run_dir, enabled=ranks.is_main),
         state=state,
+        rank_states=rank_states,
     )
+
+
+def _resume(run: BCRun, path: str, ranks: Distributed) -> int:
+    """Restore the run from the checkpoint at ``path`` (one of the same world size); returns
+    its step. Under torchrun each rank takes back its own RNG states."""
+    checkpoint = load_checkpoint(path)
+    check_world_size(checkpoint, path, ranks)
+    run.state.restore_from(checkpoint, path)
+    if run.rank_states is not None:
+        run.rank_states.apply()
+    return int(checkpoint["step"])
+
+
+def _verify_dataset(cfg: DictConfig) -> None:
+    """Every low-dim chunk decoded and checked, image chunks too up to a size (else for presence
+    and header): one line."""
+    if not Path(cfg.task.dataset_path).exists():
+        raise DatasetError(cfg.task.dataset_path, f"no dataset here; {missing_dataset_hint(cfg)}")
+    verified = check_dataset(
+        cfg.task.dataset_path,
+        images="presence",
+        decode_images_up_to=cfg.data.preflight_decode_images_mb * 2**20,
+        progress=cfg.progress,
+    )
+    log.info(f"dataset verified in {verified.seconds:.1f} s: {verified.summary()}")
 
 
 def _set_ema_step(ema: EMA, saved: dict) -> None:
     ema.step = int(saved["step"])
 
 
-def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict, sync: bool):
+def _train_step(run: BCRun, batches, autocast, seconds: dict, sync: bool):
     """One optimizer step on the next batch; adds its data-wait and compute time to ``seconds``.
 
     Nothing here waits for the device: ``sync`` (the steps that log) waits for CUDA to finish,
@@ -239,11 +263,9 @@ def _train_step(run: BCRun, batches, autocast, ranks: Distributed, seconds: dict
     batch = next(batches)
     fetched = time.perf_counter()
     with autocast:
-        losses = run.policy.compute_loss(batch)
+        losses = run.loss(batch)
     run.optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    if ranks.enabled:
-        average_gradients(run.parameters, ranks.world_size)
+    losses["loss"].backward()  # under torchrun DDP all-reduces the gradients during it
     grad_norm = torch.nn.utils.clip_grad_norm_(run.parameters, run.grad_clip, foreach=True)
     run.optimizer.step()
     run.scheduler.step()

@@ -59,12 +59,15 @@ class BCConfig:
     eval_every: int = 5000  # steps between closed-loop evaluations (0: only the final one)
     checkpoint_every: int = 1000  # steps between writes of checkpoints/latest.safetensors
     top_k: int = 3  # best checkpoints kept by evaluation success rate
+    ddp_bucket_mb: float = 25.0  # under torchrun: the size of DistributedDataParallel's gradient
+    #   buckets, each all-reduced as soon as its gradients are ready, overlapping the rest of the
+    #   backward pass (25: torch's default; the first bucket is always ~1 MiB)
 
     def check(self) -> None:
         one_of(self, "name", ["bc"])
         at_least(self, 1, "num_steps", "stop_after", "log_every", "val_every", "checkpoint_every")
         at_least(self, 0, "warmup_steps", "eval_every", "top_k")
-        positive(self, "lr", "grad_clip")
+        positive(self, "lr", "grad_clip", "ddp_bucket_mb")
         non_negative(self, "weight_decay")
         one_of(self, "optimizer_impl", OPTIMIZER_IMPLS)
         betas = list(self.betas)
