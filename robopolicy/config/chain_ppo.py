@@ -103,9 +103,10 @@ class CriticConfig:
 
 @dataclass
 class ChainPPOAlgoConfig:
-    """What DPPO and ReinFlow share: the on-policy loop (robopolicy/rl/ppo_loop.py), the
-    critic, the optimizers and the PPO update. Use: python train.py algo=dppo checkpoint=PATH
-    (add task.env_kwargs.obs_mode=state for a state-only policy: the envs are built from task.*)."""
+    """What DPPO, ReinFlow and FPO (robopolicy/config/fpo.py) share: the on-policy loop
+    (robopolicy/rl/ppo_loop.py), the critic and the optimizers; DPPO and ReinFlow the chain-PPO
+    update too (``ppo``). Use: python train.py algo=dppo checkpoint=PATH (add
+    task.env_kwargs.obs_mode=state for a state-only policy: the envs are built from task.*)."""
 
     name: str = "dppo"  # which algorithm train.py runs
     n_iterations: int = 100  # PPO iterations (rollout + update) in total (DPPO: 300 on
