@@ -66,7 +66,7 @@ def strategy_for(policy, **settings) -> FPOStrategy:
 def test_stored_losses_are_the_policys_denoising_loss_at_the_stored_pairs(kind):
     """Flow: ``|| v(tau a + (1 - tau) eps, tau) - (a - eps) ||^2``; diffusion (epsilon
     prediction): ``|| eps_hat(sqrt(abar_k) a + sqrt(1 - abar_k) eps, k) - eps ||^2``; each the
-    mean over the chunk, at every one of the n_mc pairs; the chunk clipped as executed."""
+    squared norm over the chunk, at every one of the n_mc pairs; the chunk clipped as executed."""
     policy = make_policy(kind)
     rollout, _ = make_rollout(strategy_for(policy, n_mc=3, min_sampling_std=0.5), rows=5)
     chunk, level, eps = (rollout.samples[k] for k in ("chunk", "level", "eps"))
@@ -78,12 +78,12 @@ def test_stored_losses_are_the_policys_denoising_loss_at_the_stored_pairs(kind):
                 tau = level[:, i, None, None]
                 noisy = tau * chunk + (1 - tau) * eps[:, i]
                 out = policy.denoiser(noisy, 1000.0 * level[:, i], rollout.cond)
-                expected = ((out - (chunk - eps[:, i])) ** 2).mean(dim=(1, 2))
+                expected = ((out - (chunk - eps[:, i])) ** 2).sum(dim=(1, 2))
             else:
                 abar = policy.alphas_cumprod[level[:, i].long()][:, None, None]
                 noisy = abar.sqrt() * chunk + (1 - abar).sqrt() * eps[:, i]
                 out = policy.denoiser(noisy, level[:, i].float(), rollout.cond)
-                expected = ((out - eps[:, i]) ** 2).mean(dim=(1, 2))
+                expected = ((out - eps[:, i]) ** 2).sum(dim=(1, 2))
         torch.testing.assert_close(rollout.samples["old_loss"][:, i], expected)
     if kind == "diffusion":  # integer training steps, drawn from all of them
         assert torch.equal(level, level.round()) and level.max() < policy.num_train_timesteps

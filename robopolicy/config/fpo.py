@@ -24,8 +24,9 @@ class FPOUpdateConfig(PPOConfig):
     #   exp(mean over them of old loss - new loss) (FPO: the same Monte Carlo estimate with
     #   N_mc draws; more pairs lower the ratio's noise at n_mc denoiser calls per chunk)
     clip: float = 0.05  # PPO ratio clip, one for every chunk (FPO: PPO's clipped objective; 0.2
-    #   is PPO's usual value). Smaller here because the log-ratio is a per-element mean of
-    #   losses of a pretrained policy being fine-tuned, not trained from scratch
+    #   is PPO's usual value). Smaller here: a pretrained policy is fine-tuned, not trained
+    #   from scratch. It bounds each chunk's summed denoising loss to +-0.05 of its old value
+    #   (robopolicy/rl/fpo_ratio.py on why the sum)
     min_sampling_std: float = 0.1  # floor of every sampling step's std: exploration noise on
     #   the otherwise deterministic ODE / DDIM (FPO samples with the policy's own sampler and
     #   no floor, training from scratch; a behaviour-cloned base can ignore its initial noise,

@@ -12,9 +12,9 @@ same pairs give the old losses (stored then) and the new ones (recomputed at eve
 so ``r`` is exactly 1 before the first update and the Monte Carlo noise of the two means cancels
 in their difference.
 
-``l`` is the policy's own denoising loss, computed exactly as ``BasePolicy.compute_loss`` does
-(the element-wise mean over the chunk of the squared regression error), through the policy's
-``sample_noise_level`` and ``noisy_sample``:
+``l`` is the policy's own denoising loss, the squared regression error of ``BasePolicy.
+compute_loss`` summed over the chunk's elements (the squared norm of the paper's loss, where
+``compute_loss`` averages), through the policy's ``sample_noise_level`` and ``noisy_sample``:
 
 * ``FlowPolicy``: ``x_tau = tau a + (1 - tau) eps``, the conditional flow-matching loss
   ``|| v(x_tau, tau) - (a - eps) ||^2`` (velocity prediction; ``|| a_hat - a ||^2`` for sample
@@ -33,12 +33,11 @@ pretrained on (so a fine-tuning step and a behaviour-cloning step move the same 
 the exact ELBO weights would let a few near-clean steps dominate the Monte Carlo mean of
 ``n_mc`` draws, raising the ratio's variance for no gain in what the ratio ranks.
 
-The mean, not the sum, over the chunk's elements: the log-ratio is a per-element average, as
-DPPO's per-element ``step_log_prob`` is here (robopolicy/rl/chain_ppo.py). The sum (the ELBO of
-the whole chunk) scales the log-ratio by ``T * Da``; the mean keeps a clip range meaningful
-across chunk sizes. The whole chunk, not only its executed window: the chunk is the policy's
-action, and its loss the policy's objective; the unexecuted elements carry no advantage, and with
-their losses unchanged by advantage they add only noise to the ratio.
+The sum, not the mean, over the chunk's elements: the ELBO is of the whole chunk, and the sum
+sets the ratio's temperature. With the mean (a first version) the log-ratio is ``T * Da`` times
+smaller, so a 0.05 clip let a PushCube base's denoising loss on its own chunks double within a
+few iterations, and its rollout success fell from 60% to 3% (docs/rl.md). The whole chunk, not
+only its executed window: the chunk is the policy's action, its loss the policy's objective.
 """
 
 from __future__ import annotations
@@ -71,16 +70,16 @@ def draw_pairs(
 def pair_losses(
     policy: BasePolicy, chunk: torch.Tensor, cond: torch.Tensor, pairs: DenoisingPairs
 ) -> torch.Tensor:
-    """``(B, n_mc)``: the policy's denoising loss of the normalised chunks ``chunk (B, T, Da)``
-    under the encoded observations ``cond (B, Dc)`` at each pair (differentiable in the
-    denoiser)."""
+    """``(B, n_mc)``: the policy's denoising loss (summed over the chunk) of the normalised
+    chunks ``chunk (B, T, Da)`` under the encoded observations ``cond (B, Dc)`` at each pair
+    (differentiable in the denoiser)."""
     batch, n_mc = pairs.level.shape
     action = chunk.unsqueeze(1).expand(-1, n_mc, -1, -1).reshape(batch * n_mc, *chunk.shape[1:])
     noisy, time, target = policy.noisy_sample(
         action, pairs.level.reshape(-1), pairs.eps.reshape(action.shape)
     )
     prediction = policy.denoiser(noisy, time, cond.repeat_interleave(n_mc, dim=0))
-    return ((prediction - target) ** 2).mean(dim=(1, 2)).view(batch, n_mc)
+    return ((prediction - target) ** 2).sum(dim=(1, 2)).view(batch, n_mc)
 
 
 def fpo_log_ratio(old_losses: torch.Tensor, new_losses: torch.Tensor) -> torch.Tensor:
