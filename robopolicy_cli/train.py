@@ -1,5 +1,6 @@
 """Train a policy: ``python train.py task=push_cube policy=diffusion algo=bc``, or fine-tune one
-with RL: ``python train.py algo=dppo checkpoint=PATH`` (``algo=dsrl``, ``algo=reinflow``).
+with RL: ``python train.py algo=dppo checkpoint=PATH`` (``algo=dsrl``, ``algo=reinflow``,
+``algo=fpo``).
 
 Hydra entry point (config: conf/config.yaml and its groups). The run directory (printed at the
 start and the end) receives checkpoints/, metrics.jsonl, loss.png, success.png, videos/ and
@@ -39,17 +40,18 @@ ALGORITHMS = {
     "bc": "robopolicy.algos.bc:train_bc",
     "dppo": "robopolicy.algos.dppo:train_dppo",
     "reinflow": "robopolicy.algos.reinflow:train_reinflow",
+    "fpo": "robopolicy.algos.fpo:train_fpo",
     "dsrl": "robopolicy.algos.dsrl:train_dsrl",
 }
 
 
 USAGE = Usage(
     summary="Train a policy by behaviour cloning (algo=bc) on a task's demonstrations, or "
-    "fine-tune a trained one with RL (algo=dppo | reinflow | dsrl, with checkpoint=PATH); the run "
-    "directory gets checkpoints, metrics, plots, videos and a final evaluation.",
+    "fine-tune a trained one with RL (algo=dppo | reinflow | fpo | dsrl, with checkpoint=PATH); "
+    "the run directory gets checkpoints, metrics, plots, videos and a final evaluation.",
     config="config",
     schema="robopolicy/config/run.py TrainConfig (algo.*: robopolicy/config/algos.py and "
-    "chain_ppo.py; policy.*: policy.py)",
+    "chain_ppo.py, fpo.py; policy.*: policy.py)",
     examples=(
         "task=push_cube policy=diffusion algo.num_steps=5000",
         "+experiment=push_cube_dart policy=flow",

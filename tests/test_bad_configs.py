@@ -34,6 +34,7 @@ CONF = str(REPO / "conf")
 SCRIPTS = {"train.py": "config", "eval.py": "eval", "datasets/collect.py": "collect"}
 DPPO, REINFLOW = "algo=dppo checkpoint={ckpt}", "algo=reinflow checkpoint={ckpt}"
 DSRL = "algo=dsrl checkpoint={ckpt}"
+FPO = "algo=fpo checkpoint={ckpt}"
 FLOW, MLP, TRANSFORMER = "policy=flow", "backbone=mlp", "backbone=transformer"
 STATE_KEYS = {"eef_pos": 3, "object_state": 9}  # the tiny checkpoint's observations (7-D actions)
 
@@ -147,6 +148,12 @@ TRAIN = [
     f"{REINFLOW} algo.ft_denoising_steps=3|algo.ft_denoising_steps",
     f"{REINFLOW} algo.ppo.gae_lambda=-0.5|algo.ppo.gae_lambda",
     f"{REINFLOW} algo.n_iterations=0|algo.n_iterations",
+    # FPO
+    "algo=fpo|checkpoint",
+    f"{FPO} algo.ppo.n_mc=0|algo.ppo.n_mc",
+    f"{FPO} algo.ppo.clip=0|algo.ppo.clip",
+    f"{FPO} algo.ppo.clip_base=0.1|algo.ppo.clip_base",
+    f"{FPO} algo.ppo.min_sampling_std=-0.1|algo.ppo.min_sampling_std",
     # DSRL
     "algo=dsrl|checkpoint",
     f"{DSRL} algo.variant=sac|algo.variant",

@@ -42,6 +42,7 @@ GOOD = [
         ["algo=dppo", f"checkpoint={CKPT}", "algo.ft_denoising_steps=10", "algo.sampler=ddpm"],
     ),
     ("config", ["algo=reinflow", f"checkpoint={CKPT}", "policy=flow", "algo.actor_lr_final=1e-5"]),
+    ("config", ["algo=fpo", f"checkpoint={CKPT}", "algo.ppo.n_mc=4", "algo.ppo.target_kl=null"]),
     ("config", ["algo=dsrl", f"checkpoint={CKPT}", "algo.latent_steps=null", "algo.variant=na"]),
     (
         "config",

@@ -263,8 +263,8 @@ def pushcube_shape_meta() -> dict:
 
 def rl_config(checkpoint: Path, *overrides: str, algo: str = "dppo"):
     chain = ["algo.denoising_steps=6", "algo.ft_denoising_steps=3"]  # DPPO: 3 of 6 fine-tuned
-    if algo == "reinflow":
-        chain = ["algo.denoising_steps=4"]  # ReinFlow fine-tunes every step of the chain
+    if algo in ("reinflow", "fpo"):  # ReinFlow fine-tunes every step; FPO trains on the chunk
+        chain = ["algo.denoising_steps=4"]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(
             config_name="config",

@@ -15,9 +15,11 @@ robopolicy/rl/ppo_loop.py) apply unchanged: the velocity network and the noise n
 fine-tuned parameters, every step of the chain is fine-tuned, and the noise std is bounded in
 ``[min_std, max_std]`` so exploration neither vanishes nor swamps the flow.
 
-Why ReinFlow rather than FPO (flow policy optimisation with a conditional-flow-matching ratio
-surrogate): ReinFlow keeps exact per-step log-likelihoods, so there is one PPO implementation
-in the repository, with the same tests, clipping and logging for diffusion and flow policies.
+ReinFlow beside FPO (robopolicy/algos/fpo.py, flow policy optimisation with a ratio from the
+conditional flow-matching loss): ReinFlow keeps exact per-step log-likelihoods, on the chain-PPO
+update DPPO uses, at the cost of a noise network and a Gaussian chain; FPO trains the flow on a
+Monte Carlo ratio of its chunk's denoising loss and leaves the sampler as it is. Both run on the
+same loop (robopolicy/rl/ppo_loop.py).
 
 The noise network exists only for exploration. Evaluation and deployment integrate the ODE
 deterministically (``noise_std = 0``, the flow policy's default), so the fine-tuned checkpoint

@@ -8,7 +8,7 @@ work starts and raises one ``ConfigError`` line naming the key, its value and wh
 
 - run.py: train.py's config (task, data, eval, logger, device and threads);
 - policy.py: the policy kinds and the denoiser backbones;
-- algos.py, chain_ppo.py: the training algorithms (BC, DSRL; DPPO and ReinFlow);
+- algos.py, chain_ppo.py, fpo.py: the training algorithms (BC, DSRL; DPPO and ReinFlow; FPO);
 - evaluation.py, hardware.py: eval.py's config, the robots it deploys to and the robot server's
   config;
 - collect.py: datasets/collect.py's config;

@@ -1,9 +1,11 @@
 """Schemas of the chain-PPO algorithms: DPPO (conf/algo/dppo.yaml) and ReinFlow
 (conf/algo/reinflow.yaml), which share the PPO update (robopolicy/rl/chain_ppo.py) and its loop.
 
-``ChainPPOConfig`` is the update's hyper-parameters, the one source of their defaults (the
-update imports it). ``ChainPPOAlgoConfig`` holds what both algorithms share; ``DPPOConfig`` and
-``ReinFlowConfig`` add their own fields and change the defaults that differ.
+``PPOConfig`` is what every PPO update here shares (FPO's too: robopolicy/config/fpo.py);
+``ChainPPOConfig`` adds the chain update's own hyper-parameters; each is the one source of its
+defaults (the update imports them). ``ChainPPOAlgoConfig`` holds what the on-policy algorithms
+share (the loop, the critic, the optimizers); ``DPPOConfig`` and ``ReinFlowConfig`` add their
+own fields and change the defaults that differ.
 "DPPO:" in a comment is the published value (Ren et al. 2024, robomimic state tasks, their
 cfg/robomimic/finetune/*/ft_ppo_diffusion_mlp.yaml); where ours differs the reason is given.
 """
@@ -25,18 +27,41 @@ from robopolicy.config.policy import ACTIVATIONS, DIFFUSION_SAMPLERS
 
 
 @dataclass
-class ChainPPOConfig:
-    """PPO over the denoising chain (robopolicy/rl/chain_ppo.py)."""
+class PPOConfig:
+    """What every PPO update here shares (robopolicy/rl/chain_ppo.py ``ppo_epochs``): GAE, the
+    sampling noise of rollouts, the epochs and minibatches, the value loss, the KL stop."""
 
     gamma: float = 0.999  # discount per chunk step of the env MDP (DPPO: 0.999)
     gae_lambda: float = 0.95  # GAE lambda over env steps (DPPO: 0.95)
-    gamma_denoising: float = 0.99  # advantage discount per denoising step away from the action
-    #   (DPPO: 0.99)
     min_sampling_std: float = 0.1  # floor of every step's sampling std: exploration (DPPO: 0.1)
-    min_logprob_std: float = 0.1  # floor of the std in log-probabilities (DPPO: 0.1)
     noise_clip: float = 3.0  # standard-normal draws clipped to +-3 (DPPO: randn_clip_value 3)
     action_clip: float = 1.0  # executed normalised actions clipped to +-1 (DPPO:
     #   final_action_clip_value 1)
+    update_epochs: int = 10  # passes over the rollout per iteration (DPPO: 10)
+    minibatch_size: int = 4000  # (env step, denoising step) pairs per minibatch (DPPO: 7500 of
+    #   150000; DPPO here: 1600 chunk steps x 5 steps = 8000 pairs, 2 minibatches per epoch)
+    vf_coef: float = 0.5  # value-loss weight (DPPO: 0.5)
+    target_kl: float | None = 1.0  # stop the epochs when the approximate KL exceeds it (DPPO: 1;
+    #   null: never)
+    norm_adv: bool = True  # normalise advantages per minibatch (DPPO: true)
+    max_grad_norm: float | None = 1.0  # actor gradient-norm clip (DPPO: max_grad_norm null; a
+    #   guard here)
+
+    def check(self) -> None:
+        in_range(self, 0, 1, "gamma", "gae_lambda")
+        non_negative(self, "min_sampling_std", "vf_coef")
+        positive(self, "noise_clip", "action_clip", "target_kl", "max_grad_norm")
+        at_least(self, 1, "update_epochs", "minibatch_size")
+
+
+@dataclass
+class ChainPPOConfig(PPOConfig):
+    """PPO over the denoising chain (robopolicy/rl/chain_ppo.py): PPOConfig and the chain's own
+    settings."""
+
+    gamma_denoising: float = 0.99  # advantage discount per denoising step away from the action
+    #   (DPPO: 0.99)
+    min_logprob_std: float = 0.1  # floor of the std in log-probabilities (DPPO: 0.1)
     logprob_min: float = -5.0  # element-wise log-density clamp, lower (DPPO: -5)
     logprob_max: float = 2.0  # and upper (DPPO: 2)
     clip_base: float = 3.0e-3  # PPO ratio clip at the noisiest fine-tuned step (DPPO: 0.001)
@@ -45,31 +70,21 @@ class ChainPPOConfig:
     #   in 14 iterations (22k env steps); 10x (with lr 3e-4) dropped rollout success from ~70%
     #   to ~30% within 9 iterations
     clip_rate: float = 3.0  # exponential rate of the rise between them (DPPO: 3)
-    update_epochs: int = 10  # passes over the rollout per iteration (DPPO: 10)
-    minibatch_size: int = 4000  # (env step, denoising step) pairs per minibatch (DPPO: 7500 of
-    #   150000; DPPO here: 1600 chunk steps x 5 steps = 8000 pairs, 2 minibatches per epoch)
-    vf_coef: float = 0.5  # value-loss weight (DPPO: 0.5)
     ent_coef: float = 0.0  # entropy-proxy bonus (DPPO: 0; ReinFlow uses a small one on the
     #   learned std on some tasks)
     bc_coef: float = 0.0  # behaviour-cloning term on the pretrained policy's chains (DPPO: off)
-    target_kl: float | None = 1.0  # stop the epochs when the approximate KL exceeds it (DPPO: 1;
-    #   null: never)
-    norm_adv: bool = True  # normalise advantages per minibatch (DPPO: true)
-    max_grad_norm: float | None = 1.0  # actor gradient-norm clip (DPPO: max_grad_norm null; a
-    #   guard here)
 
     def check(self) -> None:
-        in_range(self, 0, 1, "gamma", "gae_lambda", "gamma_denoising")
-        non_negative(self, "min_sampling_std", "min_logprob_std", "vf_coef", "ent_coef", "bc_coef")
-        positive(self, "noise_clip", "action_clip", "clip_base", "clip_final", "clip_rate")
-        positive(self, "target_kl", "max_grad_norm")
+        super().check()
+        in_range(self, 0, 1, "gamma_denoising")
+        non_negative(self, "min_logprob_std", "ent_coef", "bc_coef")
+        positive(self, "clip_base", "clip_final", "clip_rate")
         require(
             self.logprob_min < self.logprob_max,
             "logprob_min",
             self.logprob_min,
             f"expected a number < logprob_max={self.logprob_max}",
         )
-        at_least(self, 1, "update_epochs", "minibatch_size")
 
 
 @dataclass
@@ -88,9 +103,10 @@ class CriticConfig:
 
 @dataclass
 class ChainPPOAlgoConfig:
-    """What DPPO and ReinFlow share: the on-policy loop (robopolicy/rl/ppo_loop.py), the
-    critic, the optimizers and the PPO update. Use: python train.py algo=dppo checkpoint=PATH
-    (add task.env_kwargs.obs_mode=state for a state-only policy: the envs are built from task.*)."""
+    """What DPPO, ReinFlow and FPO (robopolicy/config/fpo.py) share: the on-policy loop
+    (robopolicy/rl/ppo_loop.py), the critic and the optimizers; DPPO and ReinFlow the chain-PPO
+    update too (``ppo``). Use: python train.py algo=dppo checkpoint=PATH (add
+    task.env_kwargs.obs_mode=state for a state-only policy: the envs are built from task.*)."""
 
     name: str = "dppo"  # which algorithm train.py runs
     n_iterations: int = 100  # PPO iterations (rollout + update) in total (DPPO: 300 on

@@ -34,7 +34,7 @@ from robopolicy.config.policy import (
 END_PADDING = ("full", "action_steps")  # robopolicy.data.sampler.END_PADDING
 PAD_ACTION = ("auto", "hold", "repeat")  # robopolicy.data.sampler.PAD_ACTION
 WANDB_MODES = ("offline", "online", "disabled")
-RL_ALGORITHMS = ("dppo", "reinflow", "dsrl")  # the algorithms that fine-tune a checkpoint
+RL_ALGORITHMS = ("dppo", "reinflow", "fpo", "dsrl")  # the algorithms that fine-tune a checkpoint
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 RUNTIMES = ("eager", "onnx")  # robopolicy.policies.runtime.RUNTIMES
 
@@ -206,8 +206,8 @@ class TrainConfig(ConsoleOptions):
     #   (override to choose freely)
     env_modules: list[str] = field(default_factory=lambda: ["sim"])  # modules imported in every
     #   env process to register the gymnasium ids
-    checkpoint: str | None = None  # RL fine-tuning (algo=dppo | reinflow | dsrl): the pretrained
-    #   policy to start from
+    checkpoint: str | None = None  # RL fine-tuning (algo=dppo | reinflow | fpo | dsrl): the
+    #   pretrained policy to start from
     resume: str | None = None  # path to a checkpoint (e.g. <run>/checkpoints/latest.safetensors)
     #   to continue from
     resume_new_dir: bool = False  # with resume: false continues in the checkpoint's run

@@ -3,7 +3,7 @@
 The YAML files select theirs first in their defaults list and then hold only what differs from
 it: a group file names its schema relative to the root (``- /schema/algo/dppo@_here_``), a
 primary config as ``- schema/train@_here_``. The schemas sit in a group of their own so that
-they are not among a group's choices (``algo=...`` lists bc, dppo, dsrl, reinflow only).
+they are not among a group's choices (``algo=...`` lists bc, dppo, dsrl, fpo, reinflow only).
 
 Registration runs when ``robopolicy.config`` is imported; hydra_plugins/robopolicy_schemas.py
 imports it for any Hydra composition (tests and tools that compose conf/ themselves), since
@@ -19,6 +19,7 @@ from robopolicy.config.chain_ppo import DPPOConfig, ReinFlowConfig
 from robopolicy.config.collect import CollectConfig
 from robopolicy.config.dataset_tools import ConvertConfig, InspectConfig, TeleopRecordingConfig
 from robopolicy.config.evaluation import EvalConfig
+from robopolicy.config.fpo import FPOConfig
 from robopolicy.config.hardware import RealRobotConfig, ServerConfig, SimRobotConfig
 from robopolicy.config.policy import (
     DiffusionPolicyConfig,
@@ -44,6 +45,7 @@ SCHEMAS = {
         "bc": BCConfig,
         "dppo": DPPOConfig,
         "reinflow": ReinFlowConfig,
+        "fpo": FPOConfig,
         "dsrl": DSRLConfig,
     },
     "schema/policy": {

@@ -135,16 +135,25 @@ class DiffusionPolicy(BasePolicy):
         self.abar_list: list[float] = abar.tolist()
         self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
 
-    def _training_pair(
-        self, action: torch.Tensor
+    def sample_noise_level(self, batch: int, device: torch.device) -> torch.Tensor:
+        """``(B,)`` noise levels as training draws them: steps ``k ~ U{0, ..., K-1}``."""
+        return torch.randint(0, self.num_train_timesteps, (batch,), device=device)
+
+    def noisy_sample(
+        self, action: torch.Tensor, k: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch = action.shape[0]
-        k = torch.randint(0, self.num_train_timesteps, (batch,), device=action.device)
-        abar = self.alphas_cumprod[k][:, None, None]
-        eps = torch.randn_like(action)
+        """The training pair of normalised chunks ``action`` at steps ``k (B,)`` (integers) with
+        noise ``eps``: ``(x_k, denoiser time (B,), regression target)``."""
+        abar = self.alphas_cumprod[k.long()][:, None, None]
         noisy = abar.sqrt() * action + (1 - abar).sqrt() * eps
         target = eps if self.prediction_type == "epsilon" else action
         return noisy, k.float(), target
+
+    def _training_pair(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = self.sample_noise_level(action.shape[0], action.device)
+        return self.noisy_sample(action, k, torch.randn_like(action))
 
     def inference_timesteps(self, num_steps: int, spacing: str | None = None) -> list[int]:
         """The training steps a ``num_steps`` chain visits, noisiest first (``spacing`` None:

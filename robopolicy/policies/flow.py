@@ -137,15 +137,25 @@ class FlowPolicy(BasePolicy):
         u = torch.distributions.Beta(alpha, beta).sample((batch,))
         return self.time_cutoff * (1 - u)
 
-    def _training_pair(
-        self, action: torch.Tensor
+    def sample_noise_level(self, batch: int, device: torch.device) -> torch.Tensor:
+        """``(B,)`` noise levels as training draws them: the times of ``sample_time``."""
+        return self.sample_time(batch, device)
+
+    def noisy_sample(
+        self, action: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.sample_time(action.shape[0], action.device)
-        eps = torch.randn_like(action)
+        """The training pair of normalised chunks ``action`` at times ``t (B,)`` with noise
+        ``eps``: ``(x_t, denoiser time (B,), regression target)``."""
         tt = t[:, None, None]
         noisy = tt * action + (1 - tt) * eps
         target = action if self.prediction_type == "sample" else action - eps
         return noisy, TIME_SCALE * t, target
+
+    def _training_pair(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = self.sample_noise_level(action.shape[0], action.device)
+        return self.noisy_sample(action, t, torch.randn_like(action))
 
     def velocity(self, x: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
         """``v(x, t, cond)`` at a scalar time ``t`` in ``[0, 1)`` (``[0, 1]`` for velocity

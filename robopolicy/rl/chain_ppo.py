@@ -35,18 +35,25 @@ This file, top to bottom:
    warm-up only the critic learns. The epoch loop stops early when the approximate KL exceeds
    ``target_kl``. Logged: clip fraction, approximate KL (``(r - 1) - log r``), entropy proxy
    (the mean Gaussian entropy per element, ``log std + log(2 pi e) / 2``), explained variance.
+   The parts that are not the chain's, ``ppo_epochs`` (epochs, minibatches, optimizer steps, the
+   KL stop), ``clipped_policy_loss``, ``normalized_advantages`` and ``value_loss``, serve FPO's
+   update too (robopolicy/algos/fpo.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from robopolicy.config.chain_ppo import ChainPPOConfig  # the hyper-parameters and defaults
+from robopolicy.config.chain_ppo import (  # the hyper-parameters and defaults
+    ChainPPOConfig,
+    PPOConfig,
+)
 from robopolicy.policies.base import BasePolicy, standard_normal
 
 
@@ -222,18 +229,55 @@ def ppo_update(
         clips=clip_schedule(ft_steps, cfg).to(device),
         discounts=denoising_discount(ft_steps, cfg.gamma_denoising).to(device),
     )
+
+    def minibatch_loss(pairs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], float]:
+        row, k = pairs // ft_steps, pairs % ft_steps
+        return _minibatch_loss(actor, critic, rollout, row, k, schedule, window, cfg, train_actor)
+
+    metrics = ppo_epochs(
+        rows * ft_steps,
+        minibatch_loss,
+        cfg,
+        actor_optimizer,
+        critic_optimizer,
+        generator,
+        train_actor,
+        device,
+    )
+    metrics["ppo/explained_variance"] = explained_variance(rollout.values, rollout.returns)
+    return metrics
+
+
+MinibatchLoss = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float], float]]
+
+
+def ppo_epochs(
+    n_items: int,
+    minibatch_loss: MinibatchLoss,
+    cfg: PPOConfig,
+    actor_optimizer: torch.optim.Optimizer,
+    critic_optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    train_actor: bool,
+    device: torch.device | str,
+) -> dict[str, float]:
+    """The epochs of any PPO update here (the chain's, FPO's): ``update_epochs`` shuffled passes
+    over ``n_items`` in minibatches of ``minibatch_size``; ``minibatch_loss(indices)`` gives the
+    loss, its metrics (``ppo/approx_kl`` among them) and the largest ``|ratio - 1|``. One
+    optimizer step per minibatch (the actor's with its gradient norm clipped, skipped unless
+    ``train_actor``); stops when a minibatch's approximate KL exceeds ``target_kl``. Returns the
+    metrics averaged over minibatches, with their count, the first minibatch's ratio error and
+    whether it stopped early."""
     actor_parameters = [p for group in actor_optimizer.param_groups for p in group["params"]]
     totals: dict[str, float] = {}
     minibatches = 0
     first_ratio_error = float("nan")
     stopped_early = False
     for _epoch in range(cfg.update_epochs):
-        order = torch.randperm(rows * ft_steps, generator=generator).to(device)
+        order = torch.randperm(n_items, generator=generator).to(device)
         for start in range(0, len(order), cfg.minibatch_size):
-            pairs = order[start : start + cfg.minibatch_size]
-            row, k = pairs // ft_steps, pairs % ft_steps
-            loss, step_metrics, ratio_error = _minibatch_loss(
-                actor, critic, rollout, row, k, schedule, window, cfg, train_actor
+            loss, step_metrics, ratio_error = minibatch_loss(
+                order[start : start + cfg.minibatch_size]
             )
             actor_optimizer.zero_grad(set_to_none=True)
             critic_optimizer.zero_grad(set_to_none=True)
@@ -259,10 +303,39 @@ def ppo_update(
             "ppo/minibatches": minibatches,
             "ppo/first_ratio_error": first_ratio_error,
             "ppo/stopped_early": float(stopped_early),
-            "ppo/explained_variance": explained_variance(rollout.values, rollout.returns),
         }
     )
     return metrics
+
+
+def value_loss(critic: nn.Module, cond: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """The critic's regression loss, ``0.5 (V(cond) - returns)^2`` averaged."""
+    return 0.5 * ((critic(cond) - returns) ** 2).mean()
+
+
+def normalized_advantages(advantages: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """Advantages standardised over the minibatch (when ``enabled`` and it has two or more)."""
+    if enabled and len(advantages) > 1:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return advantages
+
+
+def clipped_policy_loss(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, clip: torch.Tensor | float
+) -> tuple[torch.Tensor, dict[str, float], float]:
+    """PPO's clipped surrogate, ``mean(max(-A r, -A clamp(r, 1 - clip, 1 + clip)))`` with
+    ``r = exp(log_ratio)`` (``clip`` a number or one per item); its metrics (approximate KL
+    ``(r - 1) - log r``, clip fraction, mean ratio); and the largest ``|r - 1|``."""
+    ratio = log_ratio.exp()
+    loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip))
+    with torch.no_grad():
+        metrics = {
+            "ppo/approx_kl": ((ratio - 1) - log_ratio).mean().item(),
+            "ppo/clip_fraction": ((ratio - 1).abs() > clip).float().mean().item(),
+            "ppo/ratio_mean": ratio.mean().item(),
+        }
+        ratio_error = (ratio - 1).abs().max().item()
+    return loss.mean(), metrics, ratio_error
 
 
 @dataclass
@@ -288,22 +361,17 @@ def _minibatch_loss(
     """The clipped PPO loss (with the value loss, and the entropy and BC terms where set) of the
     pairs ``(row, k)``; its metrics; and the largest ``|ratio - 1|`` (0 before any update)."""
     cond = rollout.cond[row]
-    values = critic(cond)
-    value_loss = 0.5 * ((values - rollout.returns[row]) ** 2).mean()
+    critic_loss = value_loss(critic, cond, rollout.returns[row])
     new_log_prob, entropy = _log_prob_and_entropy(
         actor, rollout.chain[row], k, cond, schedule.first_tuned, window, cfg
     )
     log_ratio = new_log_prob - rollout.log_prob[row, k]
-    ratio = log_ratio.exp()
-    advantages = rollout.advantages[row]
-    if cfg.norm_adv and len(advantages) > 1:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    advantages = normalized_advantages(rollout.advantages[row], cfg.norm_adv)
     advantages = advantages * schedule.discounts[k]
-    clip = schedule.clips[k]
-    policy_loss = torch.max(
-        -advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
-    ).mean()
-    loss = cfg.vf_coef * value_loss
+    policy_loss, ratio_metrics, ratio_error = clipped_policy_loss(
+        log_ratio, advantages, schedule.clips[k]
+    )
+    loss = cfg.vf_coef * critic_loss
     bc_loss = torch.zeros(())
     if train_actor:
         loss = loss + policy_loss - cfg.ent_coef * entropy.mean()
@@ -313,17 +381,13 @@ def _minibatch_loss(
             )
             bc_loss = -bc_log_prob.mean()
             loss = loss + cfg.bc_coef * bc_loss
-    with torch.no_grad():
-        metrics = {
-            "loss/policy": policy_loss.item(),
-            "loss/value": value_loss.item(),
-            "loss/bc": bc_loss.item(),
-            "ppo/approx_kl": ((ratio - 1) - log_ratio).mean().item(),
-            "ppo/clip_fraction": ((ratio - 1).abs() > clip).float().mean().item(),
-            "ppo/ratio_mean": ratio.mean().item(),
-            "ppo/entropy": entropy.mean().item(),
-        }
-        ratio_error = (ratio - 1).abs().max().item()
+    metrics = {
+        "loss/policy": policy_loss.item(),
+        "loss/value": critic_loss.item(),
+        "loss/bc": bc_loss.item(),
+        **ratio_metrics,
+        "ppo/entropy": entropy.mean().item(),
+    }
     return loss, metrics, ratio_error
 
 

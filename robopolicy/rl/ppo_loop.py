@@ -1,20 +1,24 @@
-"""The on-policy loop of chain PPO, shared by DPPO (robopolicy/algos/dppo.py) and ReinFlow
-(robopolicy/algos/reinflow.py); the update itself is robopolicy/rl/chain_ppo.py.
+"""The on-policy PPO loop, shared by DPPO (robopolicy/algos/dppo.py), ReinFlow
+(robopolicy/algos/reinflow.py) and FPO (robopolicy/algos/fpo.py).
 
-An algorithm hands ``run_chain_ppo`` a ``ChainActor`` (its policy's sampling chain as a chain of
-Gaussians), any extra trainable modules and, for the behaviour-cloning term, a frozen copy. One
-iteration:
+What differs between them is a ``PPOStrategy``: how a chunk is sampled and what is stored with it
+for the update, and the update itself. ``run_ppo`` takes one, with any extra trainable modules.
+``run_chain_ppo`` is the chain PPO of DPPO and ReinFlow: a ``ChainActor`` (the policy's sampling
+chain as a chain of Gaussians) and, for the behaviour-cloning term, a frozen copy, made into a
+``ChainStrategy`` (the update is robopolicy/rl/chain_ppo.py). One iteration:
 
 1. reset the ``n_envs`` chunked envs (robopolicy/rl/chunk_env.py) with the run's training seeds
    for that iteration (robopolicy/utils/seeds.py), as DPPO does, so a resumed run continues
    exactly;
-2. ``n_steps`` times: encode the observation histories, sample chains (``sample_chain``), value
-   them, execute ``act_steps`` actions of each chunk, add ``step_reward`` per executed env step
-   (a time cost), scale the rewards (running scaling), and value the observation each env ended
-   its step in (the final one where an episode ended);
-3. GAE over env steps, then ``ppo_update`` (the actor is held still for the first
-   ``n_critic_warmup_itr`` iterations while the critic warms up; its rate then follows
-   ``actor_learning_rate``, constant or cosine-decayed to ``actor_lr_final``);
+2. ``n_steps`` times: encode the observation histories, sample chunks (the strategy's
+   ``sample``; chain PPO: ``sample_chain``), value them, execute ``act_steps`` actions of each
+   chunk, add ``step_reward`` per executed env step (a time cost), scale the rewards (running
+   scaling), and value the observation each env ended its step in (the final one where an
+   episode ended);
+3. GAE over env steps, then the strategy's ``update`` (chain PPO: ``ppo_update``; the actor
+   is held still for the first ``n_critic_warmup_itr`` iterations while the critic warms up;
+   its rate then follows ``actor_learning_rate``, constant or cosine-decayed to
+   ``actor_lr_final``);
 4. log (``env_steps`` with every record; ``time/rollout_s`` env stepping, ``time/inference_s``
    policy and critic calls during rollouts, ``time/update_s``), evaluate every ``eval_every``
    iterations (``evaluate_policy``, the code path of eval.py, with ``cfg.eval.sampler``), write
@@ -44,21 +48,14 @@ from robopolicy.eval.evaluate import evaluate_policy, success_metrics
 from robopolicy.eval.vector_info import step_values
 from robopolicy.policies.base import BasePolicy
 from robopolicy.policies.registry import load_policy, policy_state
-from robopolicy.rl.chain_ppo import (
-    ChainActor,
-    ChainPPOConfig,
-    ChainRollout,
-    action_window,
-    compute_gae,
-    ppo_update,
-    sample_chain,
-)
+from robopolicy.rl.chain_ppo import ChainActor, action_window, compute_gae
 from robopolicy.rl.chunk_env import (
     final_observations,
     make_chunked_vector_env,
     observation_tensors,
 )
 from robopolicy.rl.critic import ValueCritic
+from robopolicy.rl.ppo_strategy import ChainStrategy, PPOStrategy, Rollout
 from robopolicy.rl.reward_scaling import RunningRewardScaler
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed
 from robopolicy.training.rng import seed_everything
@@ -70,19 +67,16 @@ log = logging.getLogger("train.rl")  # under train.py's logger: its terminal and
 
 
 @dataclass
-class ChainPPOLearner:
-    """What one iteration works with: the chains, the critic, their optimizers, the reward
-    scaler, the sampling generator and the PPO settings."""
+class PPOLearner:
+    """What one iteration works with: the strategy, the critic, the optimizers, the reward
+    scaler and the sampling generator."""
 
-    actor: ChainActor
-    pretrained: ChainActor | None  # samples the behaviour-cloning term's chains (bc_coef > 0)
+    strategy: PPOStrategy
     critic: ValueCritic
     actor_optimizer: torch.optim.Optimizer
     critic_optimizer: torch.optim.Optimizer
     scaler: RunningRewardScaler
     generator: torch.Generator
-    window: slice  # the executed actions' rows of a chunk
-    ppo: ChainPPOConfig
 
 
 def run_chain_ppo(
@@ -98,11 +92,26 @@ def run_chain_ppo(
     ``actor.policy`` is the deployable policy; its trainable parameters and those of
     ``extra_modules`` (saved under their names) are fine-tuned.
     """
+    window = action_window(actor.policy, int(cfg.algo.act_steps))
+    ppo = OmegaConf.to_object(cfg.algo.ppo)  # a ChainPPOConfig (robopolicy/config/chain_ppo.py)
+    strategy = ChainStrategy(actor, pretrained, window, ppo)
+    return run_ppo(cfg, run_dir, strategy, extra_modules, ranks)
+
+
+def run_ppo(
+    cfg: DictConfig,
+    run_dir: Path,
+    strategy: PPOStrategy,
+    extra_modules: dict[str, nn.Module],
+    ranks: Distributed = SINGLE_PROCESS,
+) -> dict[str, Any]:
+    """Fine-tune ``strategy.policy`` (its trainable parameters, and those of ``extra_modules``,
+    saved under their names) by the on-policy loop of the module docstring."""
     if ranks.enabled:
         raise ValueError("RL fine-tuning runs in one process; launch it without torchrun")
     algo = cfg.algo
     seed_everything(cfg.seed)
-    learner = _build_learner(cfg, actor, extra_modules, pretrained)
+    learner = _build_learner(cfg, strategy, extra_modules)
     counters = Counters(iteration=0, env_steps=0, wall_s=0.0)
     state = _run_state(cfg, learner, extra_modules, counters)
     logger = RunLogger.for_run(cfg, run_dir)
@@ -114,7 +123,7 @@ def run_chain_ppo(
         cfg.task.env_id,
         _training_env_kwargs(cfg),
         int(algo.n_envs),
-        n_obs_steps=actor.policy.n_obs_steps,
+        n_obs_steps=strategy.policy.n_obs_steps,
         act_steps=int(algo.act_steps),
         env_modules=list(cfg.env_modules),
         max_episode_steps=cfg.task.get("max_episode_steps"),
@@ -129,7 +138,7 @@ def run_chain_ppo(
         while counters["iteration"] < stop_at and not reached_target:
             metrics = _iteration(learner, envs, cfg, counters)
             if algo.eval_every and counters["iteration"] % algo.eval_every == 0:
-                metrics.update(_evaluate(actor.policy, cfg, counters))
+                metrics.update(_evaluate(strategy.policy, cfg, counters))
                 target = algo.target_success
                 reached_target = target is not None and metrics["eval/success_rate"] >= target
             logger.log(metrics, counters["iteration"])
@@ -149,8 +158,11 @@ def run_chain_ppo(
     }
 
 
-def load_base_policy(cfg: DictConfig, device, expected: type[BasePolicy]) -> BasePolicy:
-    """The pretrained policy in ``cfg.checkpoint`` (EMA weights), checked to be ``expected``."""
+def load_base_policy(
+    cfg: DictConfig, device, expected: type[BasePolicy] | tuple[type[BasePolicy], ...]
+) -> BasePolicy:
+    """The pretrained policy in ``cfg.checkpoint`` (EMA weights), checked to be ``expected``
+    (a class or a tuple of them)."""
     if not cfg.checkpoint:
         raise ValueError(
             f"algo={cfg.algo.name} fine-tunes a pretrained policy: set checkpoint=PATH "
@@ -158,9 +170,10 @@ def load_base_policy(cfg: DictConfig, device, expected: type[BasePolicy]) -> Bas
         )
     policy, _ = load_policy(cfg.checkpoint, device=device)
     if not isinstance(policy, expected):
+        kinds = expected if isinstance(expected, tuple) else (expected,)
         raise ValueError(
             f"checkpoint={cfg.checkpoint} holds a {type(policy).__name__}; algo={cfg.algo.name} "
-            f"fine-tunes a {expected.__name__}"
+            f"fine-tunes a {' or a '.join(kind.__name__ for kind in kinds)}"
         )
     return policy.eval()
 
@@ -177,23 +190,17 @@ def actor_learning_rate(algo: DictConfig, iteration: int) -> float:
 
 
 def _build_learner(
-    cfg: DictConfig,
-    actor: ChainActor,
-    extra_modules: dict[str, nn.Module],
-    pretrained: ChainActor | None,
-) -> ChainPPOLearner:
+    cfg: DictConfig, strategy: PPOStrategy, extra_modules: dict[str, nn.Module]
+) -> PPOLearner:
     algo = cfg.algo
-    policy = actor.policy.eval()
-    window = action_window(policy, int(algo.act_steps))
+    policy = strategy.policy.eval()
     generator = torch.Generator().manual_seed(int(cfg.seed))
     critic = ValueCritic(policy.cond_dim, **algo.critic).to(policy.device)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     for module in extra_modules.values():
         trainable += list(module.parameters())
-    ppo = OmegaConf.to_object(algo.ppo)  # a ChainPPOConfig (robopolicy/config/chain_ppo.py)
-    return ChainPPOLearner(
-        actor=actor,
-        pretrained=pretrained,
+    return PPOLearner(
+        strategy=strategy,
         critic=critic,
         actor_optimizer=torch.optim.AdamW(
             trainable, lr=algo.actor_lr, weight_decay=algo.actor_weight_decay
@@ -201,23 +208,21 @@ def _build_learner(
         critic_optimizer=torch.optim.AdamW(
             critic.parameters(), lr=algo.critic_lr, weight_decay=algo.critic_weight_decay
         ),
-        scaler=RunningRewardScaler(int(algo.n_envs), ppo.gamma),
+        scaler=RunningRewardScaler(int(algo.n_envs), strategy.ppo.gamma),
         generator=generator,
-        window=window,
-        ppo=ppo,
     )
 
 
 def _run_state(
     cfg: DictConfig,
-    learner: ChainPPOLearner,
+    learner: PPOLearner,
     extra_modules: dict[str, nn.Module],
     counters: Counters,
 ) -> RunState:
     optimizers = {"actor": learner.actor_optimizer, "critic": learner.critic_optimizer}
     return RunState(
         parts={
-            "policy": policy_state(learner.actor.policy),
+            "policy": policy_state(learner.strategy.policy),
             "critic": learner.critic,
             "extra_modules": StateOf(
                 lambda: {name: m.state_dict() for name, m in extra_modules.items()},
@@ -243,7 +248,7 @@ def _training_env_kwargs(cfg: DictConfig) -> dict:
     return env_kwargs
 
 
-def _iteration(learner: ChainPPOLearner, envs, cfg: DictConfig, counters: Counters) -> dict:
+def _iteration(learner: PPOLearner, envs, cfg: DictConfig, counters: Counters) -> dict:
     """One rollout and one PPO update; advances the counters; returns the iteration's metrics."""
     algo = cfg.algo
     started = time.perf_counter()
@@ -253,12 +258,9 @@ def _iteration(learner: ChainPPOLearner, envs, cfg: DictConfig, counters: Counte
     warmup = iteration < algo.n_critic_warmup_itr
     for group in learner.actor_optimizer.param_groups:
         group["lr"] = actor_learning_rate(algo, iteration)
-    metrics = ppo_update(
-        learner.actor,
+    metrics = learner.strategy.update(
         learner.critic,
         rollout,
-        learner.window,
-        learner.ppo,
         learner.actor_optimizer,
         learner.critic_optimizer,
         learner.generator,
@@ -292,20 +294,20 @@ def _evaluate(policy: BasePolicy, cfg: DictConfig, counters: Counters) -> dict:
 
 
 def collect_rollout(
-    learner: ChainPPOLearner, envs, cfg: DictConfig, iteration: int
-) -> tuple[ChainRollout, dict[str, float]]:
+    learner: PPOLearner, envs, cfg: DictConfig, iteration: int
+) -> tuple[Rollout, dict[str, float]]:
     """``algo.n_steps`` chunk steps of every env from a seeded reset; GAE applied."""
     algo = cfg.algo
     n_envs = int(algo.n_envs)
     obs, _ = envs.reset(seed=training_reset_seeds(cfg.seed, iteration, n_envs))
     columns: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("cond", "chain", "log_prob", "value", "next_value", "reward", "bc_chain")
+        k: [] for k in ("cond", "value", "next_value", "reward", "terminated", "ended")
     }
-    columns["terminated"], columns["ended"] = [], []
+    samples: dict[str, list[torch.Tensor]] = {}
     stats = {"env_steps": 0, "episodes": 0, "successes": 0, "rollout_s": 0.0, "inference_s": 0.0}
     for _ in range(int(algo.n_steps)):
-        obs = _rollout_step(learner, envs, obs, float(algo.step_reward), columns, stats)
-    rollout = _to_rollout(learner, columns)
+        obs = _rollout_step(learner, envs, obs, float(algo.step_reward), columns, samples, stats)
+    rollout = _to_rollout(learner, columns, samples)
     episodes = stats["episodes"]
     metrics = {
         "env_steps": stats["env_steps"],
@@ -320,24 +322,26 @@ def collect_rollout(
 
 
 def _rollout_step(
-    learner: ChainPPOLearner, envs, obs: dict, step_reward: float, columns: dict, stats: dict
+    learner: PPOLearner,
+    envs,
+    obs: dict,
+    step_reward: float,
+    columns: dict,
+    samples: dict,
+    stats: dict,
 ) -> dict:
-    """Sample and execute one chunk in every env; append its row to ``columns``; returns the
-    next observations."""
-    policy, critic, n_envs = learner.actor.policy, learner.critic, envs.num_envs
-    chains = (learner.window, learner.ppo, learner.generator)
+    """Sample and execute one chunk in every env; append its row to ``columns`` (the loop's) and
+    ``samples`` (the strategy's); returns the next observations."""
+    policy, critic, n_envs = learner.strategy.policy, learner.critic, envs.num_envs
     keys = policy.shape_meta["obs"]
     tick = time.perf_counter()
     with torch.no_grad():
         cond = policy.encode_obs(observation_tensors(obs, keys))
-        sample = sample_chain(learner.actor, cond, *chains)
+        action, sampled = learner.strategy.sample(cond, learner.generator)
         columns["value"].append(critic(cond))
-        if learner.pretrained is not None:
-            bc = sample_chain(
-                learner.pretrained, cond, learner.window, learner.ppo, learner.generator
-            )
-            columns["bc_chain"].append(bc.chain)
-    action = sample.action.float().cpu().numpy()
+    for key, value in sampled.items():
+        samples.setdefault(key, []).append(value)
+    action = action.float().cpu().numpy()
     tock = time.perf_counter()
     obs, reward, terminated, truncated, info = envs.step(action)
     stats["rollout_s"] += time.perf_counter() - tock
@@ -349,8 +353,6 @@ def _rollout_step(
         columns["next_value"].append(critic(policy.encode_obs(reached)))
     stats["inference_s"] += time.perf_counter() - tick
     columns["cond"].append(cond)
-    columns["chain"].append(sample.chain)
-    columns["log_prob"].append(sample.log_prob)
     executed = step_values(info, "env_steps", n_envs, 0, ended).astype(np.float64)
     reward = reward + step_reward * executed
     columns["reward"].append(torch.as_tensor(learner.scaler(reward, ended), dtype=torch.float32))
@@ -362,27 +364,25 @@ def _rollout_step(
     return obs
 
 
-def _to_rollout(learner: ChainPPOLearner, columns: dict) -> ChainRollout:
+def _to_rollout(learner: PPOLearner, columns: dict, samples: dict) -> Rollout:
     """Stack the rollout's rows (env step major) and attach GAE advantages and returns."""
-    device = learner.actor.policy.device
-    stacked = {k: torch.stack(v).to(device) for k, v in columns.items() if v}
+    device = learner.strategy.policy.device
+    stacked = {k: torch.stack(v).to(device) for k, v in columns.items()}
     advantages, returns = compute_gae(
         stacked["reward"],
         stacked["value"],
         stacked["next_value"],
         stacked["terminated"],
         stacked["ended"],
-        learner.ppo.gamma,
-        learner.ppo.gae_lambda,
+        learner.strategy.ppo.gamma,
+        learner.strategy.ppo.gae_lambda,
     )
-    return ChainRollout(
+    return Rollout(
         cond=stacked["cond"].flatten(0, 1),
-        chain=stacked["chain"].flatten(0, 1),
-        log_prob=stacked["log_prob"].flatten(0, 1),
         advantages=advantages.flatten(),
         returns=returns.flatten(),
         values=stacked["value"].flatten(),
-        bc_chain=stacked["bc_chain"].flatten(0, 1) if "bc_chain" in stacked else None,
+        samples={k: torch.stack(v).to(device).flatten(0, 1) for k, v in samples.items()},
     )
 
 
