@@ -6,11 +6,14 @@ latest.safetensors --methods dppo dsrl --seeds 0 1 2 --out outputs/rl_compare
 Each (method, seed) is the user's own command, ``train.py algo=<method> checkpoint=<base>
 seed=<seed>``, run one after another into ``<out>/<method>_seed<seed>`` (a run whose
 ``eval.json`` exists is not run again, so an interrupted sweep continues where it stopped).
-Extra Hydra overrides for every run go after ``--``. Methods that need their own base or
-settings get them per method: ``--base dppo=A.safetensors dsrl=B.safetensors`` and
-``--method-overrides dsrl=+experiment=dsrl_push_cube_mix`` (repeatable; one override each).
-From each run's ``metrics.jsonl`` (rows with ``env_steps`` and ``eval/success_rate``, logged by
-every RL algorithm) it then writes
+Extra Hydra overrides for every run go after ``--``. ``--launcher NAME`` runs each method's
+remaining seeds as one ``train.py -m`` sweep through conf/hydra/launcher/NAME.yaml instead
+(``slurm``: one cluster job per seed, e.g. ``--launcher slurm -- hydra.launcher.partition=gpu``;
+bench/sweep_launch.py), into the same ``<out>/<method>_seed<seed>`` directories. Methods that
+need their own base or settings get them per method: ``--base dppo=A.safetensors
+dsrl=B.safetensors`` and ``--method-overrides dsrl=+experiment=dsrl_push_cube_mix``
+(repeatable; one override each). From each run's ``metrics.jsonl`` (rows with ``env_steps`` and
+``eval/success_rate``, logged by every RL algorithm) it then writes
 
 * ``<out>/success_vs_env_steps.png``: evaluation success against environment steps, one line
   per run, coloured by method and labelled with its base (DSRL's first point is its base's
@@ -30,6 +33,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import sweep_launch  # noqa: E402
+
 COLOURS = {"dppo": "tab:blue", "dsrl": "tab:orange", "reinflow": "tab:green"}
 
 
@@ -115,6 +122,39 @@ def run_method(method: str, seed: int, base: str, out: Path, overrides: list[str
     return run_dir
 
 
+def sweep_method(method: str, seeds: list[int], base: str, out: Path, args, overrides) -> None:
+    """The seeds of ``method`` not done yet, as one sweep through ``args.launcher``."""
+    todo = [seed for seed in seeds if not (out / f"{method}_seed{seed}" / "eval.json").exists()]
+    if not todo:
+        print(f"{method}: every seed done already", flush=True)
+        return
+    method_arguments = [f"algo={method}", f"checkpoint={base}", *overrides]
+    command = sweep_launch.multirun_command(
+        method_arguments, todo, args.launcher, out, f"{method}_seed${{seed}}"
+    )
+    print("$ " + " ".join([sys.executable, *command]), flush=True)
+    with (out / f"{method}_sweep.out").open("w") as log:  # each job's train.log in its run
+        done = subprocess.run(
+            [sys.executable, *command], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        print(f"FAILED: a {method} job; see {out / f'{method}_sweep.out'}", flush=True)
+
+
+def run_all(args, bases: dict[str, str], method_overrides: dict[str, list[str]], out: Path):
+    """Every (method, seed) run not done yet: one after another, or one sweep per method."""
+    for method in args.methods:
+        overrides = [*method_overrides[method], *args.overrides]
+        if args.launcher:
+            sweep_method(method, args.seeds, bases[method], out, args, overrides)
+            continue
+        for seed in args.seeds:
+            try:
+                run_method(method, seed, bases[method], out, overrides)
+            except RuntimeError as error:
+                print(f"FAILED: {error}", flush=True)
+
+
 def plot(
     runs: dict[tuple[str, int], Path], bases: dict[str, str], path: Path, target: float
 ) -> None:
@@ -156,22 +196,19 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "rl_compare"))
     parser.add_argument("--target", type=float, default=0.9, help="success rate to time")
     parser.add_argument("--plot-only", action="store_true", help="only redraw from the runs")
+    sweep_launch.add_launcher_argument(parser)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args()
     bases = bases_per_method(args.base, args.methods)
     method_overrides = overrides_per_method(args.method_overrides, args.methods)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.plot_only:
+        run_all(args, bases, method_overrides, out)
     runs = {}
     for method in args.methods:
         for seed in args.seeds:
             run_dir = out / f"{method}_seed{seed}"
-            if not args.plot_only:
-                overrides = [*method_overrides[method], *args.overrides]
-                try:
-                    run_method(method, seed, bases[method], out, overrides)
-                except RuntimeError as error:
-                    print(f"FAILED: {error}", flush=True)
             if (run_dir / "metrics.jsonl").exists():
                 runs[(method, seed)] = run_dir
             else:

@@ -13,7 +13,10 @@ training and evaluation wall-clock. Entries are merged into ``bench/results/suit
 (task, seed), so the suite runs in pieces (``--tasks``, ``--seeds``); a summary per task (mean
 over seeds, spread, target, Diffusion Policy's published figure) is recomputed on every write
 (bench/suite_results.py) and the figure is redrawn at the end. Run directories:
-``<--out>/<task>/seed<S>_<time>`` (never reused), collection logs beside them.
+``<--out>/<task>/seed<S>_<time>`` (never reused), collection logs beside them. ``--launcher
+NAME`` trains a task's seeds as one ``train.py -m`` sweep through conf/hydra/launcher/NAME.yaml
+(``slurm``: one cluster job per seed, collection stays here; bench/sweep_launch.py) into the
+same directories; train_s then counts from the job's start, not from the sweep's submission.
 
 Tasks (``--tasks``): our own ``push_cube pick_lift push_t stack around_obstacle``; robosuite's
 ``robosuite_lift robosuite_can robosuite_square``; ``pick_lift_image`` (PickLift from two
@@ -78,6 +81,7 @@ for folder in (ROOT, BENCH):
         sys.path.insert(0, str(folder))
 
 import suite_results  # noqa: E402
+import sweep_launch  # noqa: E402
 from suite_recipes import (  # noqa: E402
     CONF_DIR,
     compose,
@@ -290,6 +294,45 @@ def train_seed(task: SuiteTask, seed: int, args) -> dict:
     return run_entry(task, seed, run_dir, command, started, total_s)
 
 
+def train_sweep(task: SuiteTask, args):
+    """Every seed of ``task`` as one sweep through ``--launcher``: ``(seed, entry or the
+    StepFailed)`` of each. A failed job fails its seed only (train.py exits 2 after the rest)."""
+    sweep_dir, stamp = Path(args.out) / task.slug, timestamp()
+    overrides = [*recipe_overrides(task), f"eval.n_episodes={args.episodes}"]
+    overrides += [f"eval.n_envs={args.workers}", *args.extra_overrides]
+    command = sweep_launch.multirun_command(
+        overrides, args.seeds, args.launcher, sweep_dir, f"seed${{seed}}_{stamp}"
+    )
+    try:
+        run_logged(command, sweep_dir / f"sweep_{stamp}.out")
+    except StepFailed as error:
+        print(f"{task.name}: {error}", flush=True)
+    for seed in args.seeds:
+        run_dir = sweep_dir / f"seed{seed}_{stamp}"
+        config, evaluation = run_dir / ".hydra" / "config.yaml", run_dir / "eval.json"
+        if not evaluation.exists():
+            yield seed, StepFailed(f"its job wrote no eval.json in {relative(run_dir)}")
+            continue
+        started = config.stat().st_mtime  # Hydra writes it as the job starts
+        total_s = evaluation.stat().st_mtime - started
+        try:
+            yield seed, run_entry(task, seed, run_dir, command, started, total_s)
+        except StepFailed as error:
+            yield seed, error
+
+
+def seed_runs(task: SuiteTask, args):
+    """``(seed, entry or StepFailed)`` of each seed: one train.py after another, or a sweep."""
+    if args.launcher:
+        yield from train_sweep(task, args)
+        return
+    for seed in args.seeds:
+        try:
+            yield seed, train_seed(task, seed, args)
+        except StepFailed as error:
+            yield seed, error
+
+
 def run_entry(
     task: SuiteTask, seed: int, run_dir: Path, command: list[str], started: float, total_s: float
 ) -> dict:
@@ -354,11 +397,9 @@ def run_task(task: SuiteTask, args, results: dict, command: str) -> dict:
             f"the recipe plans {planned}",
             flush=True,
         )
-    for seed in args.seeds:
-        try:
-            entry = train_seed(task, seed, args)
-        except StepFailed as error:
-            print(f"{task.name} seed {seed}: FAILED ({error})", flush=True)
+    for seed, entry in seed_runs(task, args):
+        if isinstance(entry, StepFailed):
+            print(f"{task.name} seed {seed}: FAILED ({entry})", flush=True)
             continue
         entry["recipe_settings"] = settings
         made = results["collections"].get(task.name, {})
@@ -390,6 +431,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--extra-overrides", nargs="*", default=[], help="Hydra overrides for every train.py run"
     )
     parser.add_argument("--out", default=str(ROOT / "outputs" / "suite"), help="run directories")
+    sweep_launch.add_launcher_argument(parser)
     parser.add_argument("--results", default=str(RESULTS), help="the results JSON file")
     parser.add_argument("--figure", default=str(FIGURE), help="the figure PNG file")
     parser.add_argument(

@@ -13,17 +13,19 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from robopolicy.config import ConfigError
 from robopolicy.config.errors import run_hydra_main
 from robopolicy.config.locate import conf_dir, conf_options
-from robopolicy.utils.cli import run_reporting_errors
+from robopolicy.utils.cli import USER_ERRORS, JobFailed, run_reporting_errors
 from robopolicy.utils.quiet import set_verbosity, verbose_requested
-from robopolicy.utils.run_dir import discarded_if_unused
+from robopolicy.utils.run_dir import discarded_if_unused, in_sweep
 
 HELP_FLAGS = ("-h", "--help")
 HELP_WIDTH = 100  # columns --help wraps its text to
@@ -150,13 +152,51 @@ def run_hydra_program(usage: Usage, hydra_main: Callable[[], Any]) -> None:
     ``usage``; Hydra's own errors (a group typo, ...) end it in one line."""
     set_verbosity(verbose_requested(sys.argv[1:]))  # before anything imports robosuite
     exit_if_help(usage, sys.argv[1:])
-    run_hydra_main(program_name(), hydra_main)
+    run_hydra_main(program_name(), lambda: _reporting_cluster_jobs(hydra_main))
 
 
 def run_in_run_dir(cfg: DictConfig, body: Callable[[], Any]) -> None:
     """Run a Hydra program's body with the composed config ``cfg``: its ``verbose`` applies
     (an experiment file may set it), its user errors end it in one line, and a launch that
-    stops on bad input before writing anything leaves no run directory behind."""
+    stops on bad input before writing anything leaves no run directory behind.
+
+    One job of a multirun sweep prints that line too but raises ``JobFailed`` rather than
+    exiting, so that the launcher runs the sweep's other jobs; the sweep then ends with it."""
     set_verbosity(cfg.verbose)
     with discarded_if_unused():
-        run_reporting_errors(program_name(), body)
+        if in_sweep():
+            _run_sweep_job(body)
+        else:
+            run_reporting_errors(program_name(), body)
+
+
+def _run_sweep_job(body: Callable[[], Any]) -> Any:
+    hydra = HydraConfig.get()
+    try:
+        return body()
+    except USER_ERRORS as error:
+        if os.environ.get("ROBOPOLICY_TRACEBACK"):
+            raise
+        message = " ".join(str(error).split("\n"))
+        job = f"sweep job #{hydra.job.num} ({Path(hydra.runtime.output_dir).name})"
+        failed = f"{job}: {message}"
+        # its program's name: under submitit, argv[0] is submitit's
+        print(f"{hydra.job.name}: error: {failed}", file=sys.stderr)
+        raise JobFailed(failed) from None
+
+
+def _reporting_cluster_jobs(hydra_main: Callable[[], Any]) -> Any:
+    """Run ``hydra_main``; a job that hydra-submitit-launcher saw end without a result (killed,
+    out of time or memory: submitit's error, a page of the job's stderr, for the first such job
+    it waits on) becomes one ``JobFailed`` line: which job, and the last line it wrote. A job's
+    own errors come back as they were raised (``JobFailed`` for bad input)."""
+    try:
+        return hydra_main()
+    except Exception as error:
+        if not type(error).__module__.startswith("submitit."):
+            raise
+        lines = [line.strip() for line in str(error).splitlines() if line.strip(" -")]
+        what = " ".join(lines[:2])  # "Job <id> (task: 0) with path <result>", "has not ..."
+        if len(lines) > 2:
+            what += f"; its last line: {lines[-1]}"
+        raise JobFailed(what) from None

@@ -129,3 +129,43 @@ def test_chunked_pushcube_matches_stepping_the_plain_env():
     finally:
         envs.close()
         plain.close()
+
+
+def test_worker_processes_step_pushcube_exactly_as_in_process():
+    """The RL loops' envs for algo.n_envs > 1 run in worker processes (AsyncVectorEnv): from
+    the same seeds and chunks, every transition is the in-process one's, autoresets included."""
+    rng = np.random.default_rng(0)
+    chunks = rng.uniform(-1, 1, size=(5, 2, 4, 7))
+    transitions = {}
+    for asynchronous in (False, True):
+        envs = make_chunked_vector_env(
+            "robopolicy/PushCube-v0",
+            {"obs_mode": "state"},
+            2,
+            n_obs_steps=2,
+            act_steps=4,
+            env_modules=["sim"],  # imported in each worker process
+            max_episode_steps=10,  # 3 chunks: an autoreset within the 5 steps
+            asynchronous=asynchronous,
+        )
+        try:
+            assert isinstance(envs, gym.vector.AsyncVectorEnv) == asynchronous
+            steps = [envs.reset(seed=[3, 4])[0]]
+            for chunk in chunks:
+                obs, reward, terminated, truncated, info = envs.step(chunk)
+                ended = terminated | truncated
+                steps.append((obs, reward, ended, final_observations(obs, info, ended)))
+            transitions[asynchronous] = steps
+        finally:
+            envs.close()
+    in_process, workers = transitions[False], transitions[True]
+    assert any(step[2].any() for step in in_process[1:])  # an episode ended and was reset
+    np.testing.assert_array_equal(in_process[0]["object_state"], workers[0]["object_state"])
+    for (obs, reward, ended, final), (obs_w, reward_w, ended_w, final_w) in zip(
+        in_process[1:], workers[1:], strict=True
+    ):
+        np.testing.assert_array_equal(reward, reward_w)
+        np.testing.assert_array_equal(ended, ended_w)
+        for key in obs:
+            np.testing.assert_array_equal(obs[key], obs_w[key])
+            np.testing.assert_array_equal(final[key], final_w[key])

@@ -88,3 +88,37 @@ def test_a_bad_base_or_override_is_one_clear_error(tmp_path, arguments, message)
     assert done.returncode != 0
     assert message in done.stderr
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_launcher_sweeps_each_methods_remaining_seeds_into_the_usual_directories(
+    tmp_path, monkeypatch
+):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import rl_compare
+
+    write_run(tmp_path / "dppo_seed0", [(1000, 0.5, 10.0)], final=0.5)  # done: not run again
+    commands = []
+
+    def recorded(command, **_):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(rl_compare.subprocess, "run", recorded)
+    args = rl_compare.argparse.Namespace(
+        methods=["dppo", "dsrl"], seeds=[0, 1], launcher="slurm", overrides=["algo.lr=1e-4"]
+    )
+    bases = {"dppo": "a.safetensors", "dsrl": "b.safetensors"}
+    extra = {"dppo": [], "dsrl": ["+experiment=dsrl_push_cube_mix"]}
+    rl_compare.run_all(args, bases, extra, tmp_path)
+    dppo, dsrl = (command[1:] for command in commands)
+    assert dppo[:6] == [
+        "train.py",
+        "-m",
+        "hydra/launcher=slurm",
+        "seed=1",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=dppo_seed${seed}",
+    ]
+    assert dppo[6:] == ["algo=dppo", "checkpoint=a.safetensors", "algo.lr=1e-4"]
+    assert dsrl[3] == "seed=0,1" and "+experiment=dsrl_push_cube_mix" in dsrl
+    assert (tmp_path / "dsrl_sweep.out").exists()

@@ -248,3 +248,27 @@ def test_one_tiny_run_collects_trains_evaluates_and_draws(tmp_path):
     assert dataset.exists() and not suite_recipes.staging_path(dataset).exists()
     assert results["summary"]["push_cube"]["target"] == 0.95
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_launcher_trains_the_seeds_as_one_sweep_of_submitit_jobs(tmp_path):
+    """--launcher local: both seeds are jobs of one train.py -m sweep (submitit's processes),
+    in the run directories the suite reads its entries from."""
+    dataset, results_path = tmp_path / "push_cube.zarr", tmp_path / "suite.json"
+    done = suite_cli(
+        *("--tasks", "push_cube", "--recipe", "main_job", "--seeds", "0", "1"),
+        *("--demos", "4", "--workers", "1", "--episodes", "2", "--launcher", "local"),
+        *("--out", str(tmp_path / "runs"), "--results", str(results_path)),
+        *("--figure", str(tmp_path / "suite.png"), "--extra-overrides", "algo.num_steps=20"),
+        *("algo.eval_every=0", "eval.video_episodes=0", "torch_threads=1", "progress=false"),
+        f"task.dataset_path={dataset}",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = json.loads(results_path.read_text())["runs"]
+    assert sorted(run["seed"] for run in runs) == [0, 1]
+    for run in runs:
+        assert run["command"].startswith("python train.py -m hydra/launcher=local seed=0,1")
+        assert run["train_s"] > 0 and run["n_episodes"] == 2
+        assert Path(ROOT / run["run_dir"]).name.startswith(f"seed{run['seed']}_")
+    submitted = list((tmp_path / "runs" / "push_cube" / ".submitit").glob("*/*_submitted.pkl"))
+    assert len(submitted) == 2

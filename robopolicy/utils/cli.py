@@ -16,6 +16,13 @@ from omegaconf.errors import OmegaConfBaseException
 USER_ERRORS = (ValueError, ConnectionError, OmegaConfBaseException)
 
 
+class JobFailed(ValueError):
+    """A user error in one job of a multirun sweep (``train.py -m``), raised rather than an
+    exit: the launcher records that job as failed and runs the others (an exit would end a
+    sweep of in-process jobs at the first bad one); the sweep reports it in one line at the end
+    (``robopolicy_cli.command.run_in_run_dir``)."""
+
+
 def run_reporting_errors(program: str, job: Callable[[], Any]) -> Any:
     """Run ``job``; on a user error print ``<program>: error: <message>`` and exit with code 2.
 
