@@ -42,6 +42,7 @@ from hydra import compose, initialize_config_dir
 from robopolicy.algos import bc
 from robopolicy.config.locate import conf_dir
 from robopolicy.training.distributed import SINGLE_PROCESS, Distributed, weights_digest
+from robopolicy.utils.machine import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ddp.json"
@@ -184,12 +185,7 @@ def main() -> None:
         "torch_threads_per_rank": 1,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_average_1min_at_start": load,
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__,
-        },
+        "machine": machine_facts(load),
         "results": results,
         "total_seconds": round(time.perf_counter() - started, 1),
     }

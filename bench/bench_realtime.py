@@ -35,10 +35,11 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from robopolicy.utils.machine import machine_facts
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parents[1]
@@ -265,13 +266,7 @@ def main() -> None:
     output = {
         "command": "python bench/bench_realtime.py" + (" --quick" if args.quick else ""),
         "params": {"fps": FPS, "act_delay": ACT_DELAY, "ticks": n_ticks, "idle_s": idle_s},
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_average_1min_at_start": load_at_start,
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine_facts(load_at_start),
         "results": report,
         "ratios": ratios,
         "former_test_thresholds": former,

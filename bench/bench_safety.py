@@ -32,10 +32,11 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from robopolicy.utils.machine import machine_facts
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parents[1]
@@ -152,13 +153,7 @@ def main() -> None:
     report = {
         "command": "python bench/bench_safety.py" + (" --quick" if args.quick else ""),
         "params": {"commands": n, "rounds": rounds, "seed": 1},
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_average_1min_at_start": load_at_start,
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine_facts(load_at_start),
         "per_call": figures,
         "layer_per_command": layer,
         "ratios": ratios,

@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +42,7 @@ import torch
 from robopolicy.data import DatasetWriter, ReplayBuffer
 from robopolicy.data.sampler import SequenceSampler
 from robopolicy.data.torch_dataset import SequenceDataset, make_dataloader
+from robopolicy.utils.machine import machine_facts
 
 HORIZON, N_OBS_STEPS, N_ACTION_STEPS = 16, 2, 8
 BATCH_SIZE = 256  # windows per batch, the training default
@@ -305,14 +304,7 @@ def main() -> None:
             "n_action_steps": N_ACTION_STEPS,
             "batch_size": BATCH_SIZE,
         },
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_average_1min_at_start": load_at_start,
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_facts(load_at_start),
         "results": results,
         "total_seconds": round(time.perf_counter() - started, 1),
     }

@@ -35,6 +35,7 @@ from hydra import compose, initialize_config_dir
 
 from robopolicy.algos import bc
 from robopolicy.config.locate import conf_dir
+from robopolicy.utils.machine import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "train_step.json"
@@ -156,12 +157,7 @@ def main() -> None:
         "dataset": str(args.dataset),
         "rounds": args.rounds,
         "recipes": {name: RECIPES[name][0] for name in args.recipes},
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_average_1min_at_start": load,
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__,
-        },
+        "machine": machine_facts(load),
         "results": results,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
