@@ -332,7 +332,7 @@ def test_resume_restores_replay_buffer_and_counters(bases, tmp_path):
 def _run_script(*args: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MUJOCO_GL": "egl"}
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=2700
     )
     assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
@@ -344,10 +344,11 @@ def test_dsrl_steers_a_two_mode_base_to_the_required_side(tmp_path, around_obsta
     noise; with ``required_side=left`` only a left pass succeeds, so the base scores what its
     noise happens to pick (22% in calibration: 11 left, 35 right, 4 undecided of 50). DSRL
     (the task's dense reward, which is 0 once the cube passed on the wrong side) learns which
-    noise goes left: in calibration 34 / 18 / 44 / 36 / 54% at 5k / 10k / 15k / 20k / 25k env
-    steps (50-episode evaluations, standard error ~7 points). Both scored on the same 50
-    seeded episodes; the run is seeded, and the +15 points asked is ~2 standard errors of the
-    difference below the +32 seen at 25k."""
+    noise goes left, slowly and unevenly at first: one calibration run 34 / 18 / 44 / 36 / 54% at
+    5k-25k env steps, another (2026-12-07) 18 / 38 / 38 / 52 / 56% at 10k-50k, and a 25k run on
+    another machine ended at 34% (+14, failing the +15 asked then). So the run is 50k env steps,
+    where calibration saw +34; the +15 asked is ~2 standard errors of the difference of two
+    50-episode rates below it. Both are scored on the same 50 seeded episodes."""
     base_dir, rl_dir = tmp_path / "base", tmp_path / "dsrl"
     _run_script(
         "train.py",
@@ -376,7 +377,7 @@ def test_dsrl_steers_a_two_mode_base_to_the_required_side(tmp_path, around_obsta
         "algo=dsrl",
         f"checkpoint={checkpoint}",  # the run's task: the checkpoint's (AroundObstacle)
         "+task.env_kwargs.required_side=left",  # a key the default task (PushCube) lacks
-        "algo.total_env_steps=25000",
+        "algo.total_env_steps=50000",
         # short-run settings (the defaults are for ~600k env steps): the shaped reward, 4
         # updates per transition, a small initial temperature
         "algo.env_kwargs.reward_type=dense",
